@@ -1,0 +1,19 @@
+"""Errors raised by the memory store. Messages are one line: what, where, what to do."""
+
+from __future__ import annotations
+
+
+class StoreError(Exception):
+    """Base class of memory store errors."""
+
+
+class FormatVersionError(StoreError):
+    """The store on disk was written by an incompatible version."""
+
+
+class EmbedderMismatch(StoreError, ValueError):
+    """Vectors from one embedder were offered to a store built with another."""
+
+
+class StoreLocked(StoreError, TimeoutError):
+    """Another process holds the store's write lock."""
