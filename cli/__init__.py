@@ -1,0 +1,1 @@
+"""The `kupdate` command line (shipped as the import package `kupdate.cli`)."""

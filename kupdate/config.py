@@ -1,0 +1,191 @@
+"""One config: dataclasses read from `<kb>/kupdate.toml`.
+
+Every field has a default and a help string; unknown keys are an error naming the key.
+Precedence: command-line flag > environment (`KUPDATE_MODEL`, `KUPDATE_EMBEDDER`, `KUPDATE_DEVICE`)
+> file > default.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+from kupdate.errors import ConfigError
+
+CONFIG_NAME = "kupdate.toml"
+KB_FORMAT_VERSION = 1
+DEFAULT_MODEL = "smollm2-135m-instruct"
+DEFAULT_EMBEDDER = "all-minilm-l6-v2"
+
+
+def _f(default: Any, help: str, **kw: Any) -> Any:
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help}, **kw)
+    return field(default=default, metadata={"help": help}, **kw)
+
+
+@dataclass
+class IngestConfig:
+    chunk_tokens: int = _f(200, "Maximum tokens (embedder tokenizer) per chunk.")
+    chunk_overlap: int = _f(32, "Tokens of trailing sentences repeated at the start of the next chunk.")
+    max_file_mb: float = _f(50.0, "Files larger than this are refused.")
+    batch_size: int = _f(64, "Chunks embedded and committed per batch.")
+
+    def __post_init__(self) -> None:
+        if self.chunk_tokens < 8:
+            raise ConfigError(f"ingest.chunk_tokens must be at least 8, got {self.chunk_tokens}")
+        if not 0 <= self.chunk_overlap < self.chunk_tokens:
+            raise ConfigError("ingest.chunk_overlap must be >= 0 and smaller than ingest.chunk_tokens")
+        if self.max_file_mb <= 0 or self.batch_size < 1:
+            raise ConfigError("ingest.max_file_mb and ingest.batch_size must be positive")
+
+
+@dataclass
+class RetrievalConfig:
+    top_k: int = _f(4, "Memories handed to the model when the gate opens.")
+    candidates: int = _f(20, "Candidates fetched from each of dense and lexical search before fusion.")
+    same_fact_similarity: float = _f(
+        0.8, "Cosine above which two memories about the same entities count as the same fact (newer wins)."
+    )
+    show_outdated: bool = _f(False, "Also quote outdated memories in the prompt, marked as outdated.")
+
+    def __post_init__(self) -> None:
+        if self.top_k < 1 or self.candidates < self.top_k:
+            raise ConfigError("retrieval.top_k must be >= 1 and retrieval.candidates >= top_k")
+        if not 0 < self.same_fact_similarity <= 1:
+            raise ConfigError("retrieval.same_fact_similarity must be in (0, 1]")
+
+
+@dataclass
+class GateConfig:
+    floor: float = _f(0.45, "The threshold never goes below this, whatever calibration says.")
+    margin: float = _f(0.08, "Added to the highest exemplar score when calibrating the threshold.")
+    ceiling: float = _f(0.8, "The calibrated threshold never goes above this.")
+    threshold: float | None = _f(None, "Fixed threshold; when set, calibration is skipped.")
+    dense_weight: float = _f(0.4, "Weight of the dense cosine in the gate score.")
+    lexical_weight: float = _f(0.3, "Weight of IDF-weighted term coverage in the gate score.")
+    entity_weight: float = _f(0.3, "Weight of named-entity coverage in the gate score.")
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.floor <= self.ceiling <= 1:
+            raise ConfigError("gate: need 0 <= floor <= ceiling <= 1")
+        total = self.dense_weight + self.lexical_weight + self.entity_weight
+        if abs(total - 1.0) > 1e-6:
+            raise ConfigError(f"gate: dense_weight + lexical_weight + entity_weight must be 1, got {total:g}")
+
+
+@dataclass
+class GenerationConfig:
+    max_new_tokens: int = _f(48, "Tokens generated per answer.")
+    copy_bias: float = _f(
+        5.0, "Logit bonus for tokens that continue a span of a current memory (memory-aware decoding)."
+    )
+    exemplar_batch_size: int = _f(16, "Batch size when recording the base model's exemplar answers.")
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ConfigError("generation.max_new_tokens must be >= 1")
+
+
+@dataclass
+class Config:
+    format_version: int = _f(KB_FORMAT_VERSION, "On-disk format of this knowledge base.")
+    model: str = _f(DEFAULT_MODEL, "LLM: the embedded default, a Hugging Face id or a local folder.")
+    embedder: str = _f(DEFAULT_EMBEDDER, "Embedder: the embedded default, 'hashing', an HF id or a folder.")
+    device: str = _f("auto", "'auto' (CUDA when present, else CPU), 'cpu' or 'cuda'.")
+    backend: str = _f("faiss", "Memory backend.")
+    default_domain: str = _f("default", "Domain of ingested records when none is given.")
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
+    gate: GateConfig = field(default_factory=GateConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+
+    def __post_init__(self) -> None:
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ConfigError(f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
+        if self.backend != "faiss":
+            raise ConfigError(f"backend {self.backend!r} is not available; use 'faiss'")
+        if self.format_version > KB_FORMAT_VERSION:
+            raise ConfigError(
+                f"knowledge base format {self.format_version} is newer than this kupdate supports "
+                f"({KB_FORMAT_VERSION}); upgrade kupdate"
+            )
+
+
+ENV_OVERRIDES = {"model": "KUPDATE_MODEL", "embedder": "KUPDATE_EMBEDDER", "device": "KUPDATE_DEVICE"}
+
+
+def _build(cls: type, data: dict[str, Any], where: str) -> Any:
+    known = {f.name: f for f in fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in known:
+            raise ConfigError(f"{where}: unknown key {key!r}; known keys: {', '.join(sorted(known))}")
+        sub = known[key].type
+        sub_cls = globals().get(sub) if isinstance(sub, str) else sub
+        if is_dataclass(sub_cls):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}: [{key}] must be a table")
+            kwargs[key] = _build(sub_cls, value, f"{where} [{key}]")
+        else:
+            kwargs[key] = _check_type(known[key], value, where)
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:  # a wrong type surfacing in __post_init__ comparisons
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def _check_type(f: Any, value: Any, where: str) -> Any:
+    expected = f.type if not isinstance(f.type, str) else f.type.split(" | ")[0]
+    kinds = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}.get(str(expected), ())
+    if kinds and (not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds)):
+        raise ConfigError(f"{where}: {f.name} must be {expected}, got {value!r}")
+    return float(value) if expected == "float" else value
+
+
+def load_config(kb: Path, overrides: dict[str, Any] | None = None) -> Config:
+    """Read `<kb>/kupdate.toml`, then apply environment and explicit overrides (flags)."""
+    path = kb / CONFIG_NAME
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        data = {}
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: invalid TOML ({exc}); fix the file") from None
+    for key, env in ENV_OVERRIDES.items():
+        if os.environ.get(env):
+            data[key] = os.environ[env]
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            data[key] = value
+    return _build(Config, data, str(path))
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def dump_config(config: Config) -> str:
+    """TOML text for `config`, with each field's help as a comment (None values are left out)."""
+    lines: list[str] = ["# kupdate knowledge base configuration. Unknown keys are an error.", ""]
+    tables: list[tuple[str, Any]] = []
+    for f in fields(config):
+        value = getattr(config, f.name)
+        if is_dataclass(value):
+            tables.append((f.name, value))
+        elif value is not None:
+            lines += [f"# {f.metadata['help']}", f"{f.name} = {_toml_value(value)}"]
+    for name, table in tables:
+        lines += ["", f"[{name}]"]
+        for f in fields(table):
+            value = getattr(table, f.name)
+            comment = f"# {f.metadata['help']}"
+            lines += [comment, f"{f.name} = {_toml_value(value)}" if value is not None else f"# {f.name} ="]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,255 @@
+"""`KnowledgeBase`: the facade the CLI, notebooks and benchmarks use.
+
+    kb = KnowledgeBase.init("my-kb")            # or KnowledgeBase.open("my-kb")
+    kb.ingest(["docs/"])
+    answer = kb.ask("Who leads Brindlemoor Robotics?")
+    print(answer.answer, answer.gate.open, [m.record.source for m in answer.citations])
+
+Models load lazily on first use, so opening a KB to count records costs no model load.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from kupdate import paths
+from kupdate.config import CONFIG_NAME, Config, dump_config, load_config
+from kupdate.errors import ConfigError, KBNotFound, KupdateError
+from kupdate.gate import Calibration, calibrated_threshold
+from memory_store import Record, open_store
+
+CALIBRATION_KEY = "gate_calibration"
+
+
+@dataclass
+class Status:
+    """What `kupdate status` reports."""
+
+    kb: str
+    model: str
+    embedder: str
+    device: str
+    knowledge: int
+    outdated: int
+    exemplars: int
+    domains: dict[str, int]
+    gate: dict[str, Any] | None
+    disk_bytes: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class KnowledgeBase:
+    """A knowledge base on disk: config, memory store, and lazily loaded models."""
+
+    def __init__(self, path: Path, config: Config, store: Any) -> None:
+        self.path = path
+        self.config = config
+        self.store = store
+        self._embedder: Any = None
+        self._llm: Any = None
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    @classmethod
+    def init(cls, path: str | Path | None = None, *, model: str | None = None, embedder: str | None = None,
+             device: str | None = None, exemplars: str | Path | None = None,
+             progress: bool = False) -> KnowledgeBase:
+        """Create a KB: write kupdate.toml, store the exemplars with the base model's answers."""
+        kb = paths.resolve_kb(path)
+        if (kb / CONFIG_NAME).exists():
+            raise KupdateError(f"a knowledge base already exists at {kb}; use it, or pick another --kb")
+        config = load_config(kb, {"model": model, "embedder": embedder, "device": device})
+        kb.mkdir(parents=True, exist_ok=True)
+        try:
+            self = cls._create(kb, config)
+            self._load_models_checked()
+            self.add_exemplars(_read_exemplars(exemplars), progress=progress)
+            self.calibrate()
+        except BaseException:
+            # A half-made KB would be refused as "already exists" next time: remove what we made.
+            shutil.rmtree(kb / "memory", ignore_errors=True)
+            (kb / CONFIG_NAME).unlink(missing_ok=True)
+            raise
+        return self
+
+    @classmethod
+    def _create(cls, kb: Path, config: Config) -> KnowledgeBase:
+        from kupdate.models import load_embedder
+
+        emb = load_embedder(config.embedder, device=_device(config))
+        store = open_store(paths.memory_dir(kb), dim=emb.dim, embedder=config.embedder, create=True)
+        (kb / CONFIG_NAME).write_text(dump_config(config), encoding="utf-8")
+        self = cls(kb, config, store)
+        self._embedder = emb
+        return self
+
+    @classmethod
+    def open(cls, path: str | Path | None = None, **overrides: Any) -> KnowledgeBase:
+        """Open an existing KB; `overrides` (model, embedder, device) win over kupdate.toml."""
+        kb = paths.resolve_kb(path)
+        if not (kb / CONFIG_NAME).exists():
+            raise KBNotFound(f"no knowledge base at {kb}; create one with `kupdate init --kb {kb}`")
+        config = load_config(kb, overrides)
+        from memory_store import open_store as _open
+
+        store = _open(paths.memory_dir(kb), dim=0, embedder=config.embedder, create=False)
+        return cls(kb, config, store)
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> KnowledgeBase:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # -- models ----------------------------------------------------------------------------------
+    @property
+    def embedder(self) -> Any:
+        if self._embedder is None:
+            from kupdate.models import load_embedder
+
+            self._embedder = load_embedder(self.config.embedder, device=_device(self.config))
+        return self._embedder
+
+    @property
+    def llm(self) -> Any:
+        if self._llm is None:
+            from kupdate.models import load_llm
+
+            self._llm = load_llm(self.config.model, cache_dir=paths.cache_dir(self.path),
+                                 device=_device(self.config))
+        return self._llm
+
+    def _load_models_checked(self) -> None:
+        _ = self.embedder, self.llm
+
+    # -- memory ----------------------------------------------------------------------------------
+    def ingest(self, sources: Sequence[str | Path], *, domain: str | None = None, as_of: str | None = None,
+               skip_bad: bool = False, progress: bool = False) -> Any:
+        """Ingest files, folders or globs; recalibrates the gate when anything was added."""
+        from kupdate.ingest.pipeline import ingest
+
+        report = ingest(self.store, self.embedder, sources, self.config, domain=domain, as_of=as_of,
+                        skip_bad=skip_bad, progress=progress)
+        if report.added:
+            self.calibrate()
+        return report
+
+    def search(self, query: str, *, k: int | None = None, domain: str | None = None,
+               as_of: str | None = None) -> list[Any]:
+        """Memories ranked by relevance (the gate's score), outdated ones flagged."""
+        from kupdate.ingest.dates import parse_date
+        from kupdate.retrieval import retrieve
+
+        as_of = parse_date(as_of, where="--as-of") if as_of else None
+        qvec = self.embedder.encode([query])[0]
+        found = retrieve(self.store, query, qvec, retrieval=self.config.retrieval, gate=self.config.gate,
+                         domain=domain, as_of=as_of)
+        return found[: k or self.config.retrieval.top_k]
+
+    def ask(self, question: str, *, memory: bool = True, as_of: str | None = None,
+            domain: str | None = None) -> Any:
+        """Answer `question`; memory is injected only when the gate opens. Returns an `Answer`."""
+        from kupdate.answer import ask
+        from kupdate.ingest.dates import parse_date
+
+        if not question.strip():
+            raise KupdateError("the question is empty; pass a question, e.g. kupdate ask 'Who leads X?'")
+        as_of = parse_date(as_of, where="--as-of") if as_of else None
+        return ask(self, question, memory=memory, as_of=as_of, domain=domain)
+
+    # -- gate ------------------------------------------------------------------------------------
+    def threshold(self) -> float:
+        if self.config.gate.threshold is not None:
+            return self.config.gate.threshold
+        cal = self.store.get_meta(CALIBRATION_KEY)
+        return float(cal["threshold"]) if cal else self.config.gate.floor
+
+    def calibrate(self) -> Calibration:
+        """Set the gate threshold so every exemplar question stays below it (DESIGN.md section 6)."""
+        from kupdate.retrieval import retrieve
+
+        exemplars = list(self.store.records(kind="exemplar"))
+        vectors = self.store.vectors([r.id for r in exemplars]) if exemplars else []
+        scores = []
+        for rec, vec in zip(exemplars, vectors):
+            found = retrieve(self.store, rec.text, vec, retrieval=self.config.retrieval, gate=self.config.gate)
+            scores.append(max((m.score for m in found if not m.outdated), default=0.0))
+        cal = calibrated_threshold(scores, self.config.gate, self.store.count("knowledge"))
+        self.store.set_meta(CALIBRATION_KEY, cal.to_dict())
+        return cal
+
+    def add_exemplars(self, items: list[dict[str, Any]], *, progress: bool = False) -> int:
+        """Store exemplar questions with the base model's answers (what must not change)."""
+        from kupdate.generate import base_prompt, generate
+
+        if not items:
+            return 0
+        questions = [it["question"] for it in items]
+        batch = self.config.generation.exemplar_batch_size
+        answers: list[str] = []
+        from tqdm.auto import tqdm
+
+        for i in tqdm(range(0, len(questions), batch), desc="base answers", unit="batch",
+                      disable=not progress, leave=False):
+            prompts = [base_prompt(self.llm.tokenizer, q) for q in questions[i : i + batch]]
+            answers += generate(self.llm, prompts, max_new_tokens=self.config.generation.max_new_tokens)
+        records = [
+            Record(text=q, kind="exemplar", domain=it.get("domain", "general"), source=it.get("source", "exemplars"),
+                   meta={"base_answer": a})
+            for q, a, it in zip(questions, answers, items)
+        ]
+        vectors = self.embedder.encode(questions)
+        return len(self.store.add(records, vectors))
+
+    # -- status ----------------------------------------------------------------------------------
+    def status(self) -> Status:
+        domains: dict[str, int] = {}
+        outdated = 0
+        for r in self.store.records(kind="knowledge"):
+            domains[r.domain] = domains.get(r.domain, 0) + 1
+            outdated += r.superseded_by is not None
+        size = sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file() and "cache" not in p.parts)
+        return Status(str(self.path), self.config.model, self.config.embedder, _device(self.config),
+                      self.store.count("knowledge"), outdated, self.store.count("exemplar"), domains,
+                      self.store.get_meta(CALIBRATION_KEY), size)
+
+
+def _device(config: Config) -> str:
+    from kupdate.models.device import pick_device
+
+    return pick_device(None if config.device == "auto" else config.device)
+
+
+def _read_exemplars(path: str | Path | None) -> list[dict[str, Any]]:
+    """The exemplar questions: a JSONL file of {"question": ...} objects, or the shipped default set."""
+    if path is None:
+        text = resources.files("kupdate").joinpath("data/exemplars.jsonl").read_text(encoding="utf-8")
+        where = "kupdate/data/exemplars.jsonl"
+    else:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: cannot read exemplars ({exc})") from None
+        where = str(path)
+    items = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{where}:{n}: malformed JSON line ({exc.msg}); fix or remove it") from None
+        if not isinstance(item, dict) or not isinstance(item.get("question"), str):
+            raise ConfigError(f'{where}:{n}: each line needs a "question" string')
+        items.append(item)
+    return items

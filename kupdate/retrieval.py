@@ -1,0 +1,118 @@
+"""Retrieval: dense + lexical candidates, one fused relevance score, fresh over stale.
+
+DESIGN.md section 5: when retrieved memories talk about the same thing (close in embedding space,
+sharing their named entities, different content), the one with the newest `valid_from` is current
+and the older ones are outdated. Structured facts superseded at ingest are outdated too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from kupdate.config import GateConfig, RetrievalConfig
+from kupdate.gate import QueryTerms, relevance
+from kupdate.text import entities, terms
+from memory_store import Record
+
+
+@dataclass
+class Memory:
+    """A retrieved memory as the user sees it (`ask --json` -> `memories`)."""
+
+    record: Record
+    score: float
+    dense: float
+    lexical: float
+    entity: float
+    outdated: bool = False
+    outdated_by: int | None = None
+
+    @property
+    def id(self) -> int:
+        return self.record.id
+
+    def to_dict(self) -> dict[str, Any]:
+        r = self.record
+        return {
+            "id": r.id,
+            "text": r.text,
+            "source": r.source,
+            "domain": r.domain,
+            "valid_from": r.valid_from,
+            "valid_to": r.valid_to,
+            "score": self.score,
+            "dense": self.dense,
+            "outdated": self.outdated,
+            "outdated_by": self.outdated_by,
+        }
+
+
+def _valid_at(record: Record, as_of: str | None) -> bool:
+    if as_of is None:
+        return True
+    if record.valid_from and record.valid_from[: len(as_of)] > as_of:
+        return False
+    return record.valid_to is None or record.valid_to[: len(as_of)] > as_of
+
+
+def _newer(a: Record, b: Record) -> bool:
+    """True when `a` is the fresher statement: later valid_from, then later observed, then later id."""
+    return (a.valid_from, a.observed_at, a.id) > (b.valid_from, b.observed_at, b.id)
+
+
+def mark_outdated(memories: list[Memory], vectors: np.ndarray, same_fact: float, as_of: str | None) -> None:
+    """Flag memories superseded by a fresher one among the candidates (in place)."""
+    for m in memories:
+        r = m.record
+        if r.superseded_by is not None and (as_of is None or not _valid_at(r, as_of)):
+            m.outdated, m.outdated_by = True, r.superseded_by
+    if len(memories) < 2:
+        return
+    sims = vectors @ vectors.T
+    ents = [entities(m.record.text) for m in memories]
+    for i, a in enumerate(memories):
+        for j, b in enumerate(memories):
+            if i == j or sims[i, j] < same_fact or a.record.content_hash == b.record.content_hash:
+                continue
+            shared = ents[i] & ents[j]
+            # Same shape, different subject ("X's CEO is ..." vs "Y's CEO is ...") is not the same fact.
+            if min(len(ents[i]), len(ents[j])) and len(shared) < 0.5 * min(len(ents[i]), len(ents[j])):
+                continue
+            if _newer(b.record, a.record) and not a.outdated:
+                a.outdated, a.outdated_by = True, b.record.id
+
+
+def retrieve(
+    store: Any,
+    question: str,
+    qvec: np.ndarray,
+    *,
+    retrieval: RetrievalConfig,
+    gate: GateConfig,
+    domain: str | None = None,
+    as_of: str | None = None,
+) -> list[Memory]:
+    """Candidates from dense and lexical search, scored for the gate, sorted best first."""
+    k = retrieval.candidates
+    ids: dict[int, None] = {}
+    for hit in store.search(qvec, k=k, domain=domain, as_of=as_of):
+        ids.setdefault(hit.record.id, None)
+    for hit in store.lexical_search(question, k=k, domain=domain):
+        ids.setdefault(hit.record.id, None)
+    records = [r for r in store.get(list(ids)) if r.kind == "knowledge" and _valid_at(r, as_of)]
+    if not records:
+        return []
+    vectors = store.vectors([r.id for r in records])
+    dense = vectors @ qvec.astype(np.float32)
+    query = QueryTerms.build(question, store.document_frequencies(terms(question)), store.count("knowledge"))
+    memories = []
+    for r, d in zip(records, dense):
+        rel = relevance(query, r.text, float(d), gate)
+        memories.append(Memory(r, rel.score, rel.dense, rel.lexical, rel.entity))
+    mark_outdated(memories, vectors, retrieval.same_fact_similarity, as_of)
+    memories.sort(key=lambda m: (-m.score, m.id))
+    return memories
+

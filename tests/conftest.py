@@ -1,0 +1,79 @@
+"""Shared fixtures. Tests never touch the network or the user's home."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The SmolLM2 conversion is shared across tests and runs (the Makefile sets the same folder).
+os.environ.setdefault("KUPDATE_CACHE_DIR", str(Path(__file__).resolve().parents[1] / ".cache" / "models"))
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+EXEMPLARS = [
+    "What is the boiling point of water at sea level?",
+    "How many continents are there?",
+    "What is 7 times 8?",
+    "Who wrote Romeo and Juliet?",
+    "The chemical symbol for gold is",
+    "What is photosynthesis?",
+]
+
+
+@pytest.fixture(autouse=True)
+def _isolated_kb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Point the default KB and XDG data dir at tmp_path so no test touches ~/."""
+    monkeypatch.setenv("KUPDATE_KB", str(tmp_path / "kb"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    for var in ("KUPDATE_MODEL", "KUPDATE_EMBEDDER", "KUPDATE_DEVICE"):
+        monkeypatch.delenv(var, raising=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_llm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tiny import build_tiny_llm
+
+    return build_tiny_llm(tmp_path_factory.mktemp("tiny-llm"))
+
+
+@pytest.fixture(scope="session")
+def exemplars_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("exemplars") / "exemplars.jsonl"
+    path.write_text("".join(json.dumps({"question": q}) + "\n" for q in EXEMPLARS))
+    return path
+
+
+@pytest.fixture
+def tiny_kb(tmp_path: Path, tiny_llm_dir: Path, exemplars_file: Path):
+    """A real KB with the hashing embedder and a tiny Llama: the whole path, in well under a second."""
+    from kupdate import KnowledgeBase
+    from kupdate.config import dump_config
+
+    kb = KnowledgeBase.init(tmp_path / "kb", model=str(tiny_llm_dir), embedder="hashing",
+                            exemplars=exemplars_file)
+    # The hashing embedder spreads cosines lower than MiniLM: two versions of one sentence meet at
+    # ~0.7 and same-shape sentences about other entities at ~0.64.
+    kb.config.retrieval.same_fact_similarity = 0.68
+    (kb.path / "kupdate.toml").write_text(dump_config(kb.config))
+    yield kb
+    kb.close()
+
+
+def write(path: Path, text: str | bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text, encoding="utf-8")
+    return path
+
+
+def doc(folder: Path, name: str, date: str, body: str, domain: str = "orgs") -> Path:
+    return write(folder / name, f"---\ndate: {date}\ndomain: {domain}\n---\n{body}\n")

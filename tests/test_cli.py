@@ -1,0 +1,74 @@
+"""The command line: --help is instant, commands print JSON, bad input is one line and exit 1."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from conftest import doc, write
+
+from kupdate.cli.main import run
+
+
+def cli(capsys, *args: str) -> tuple[int, str, str]:
+    code = run(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def kb_path(tiny_kb):
+    path = str(tiny_kb.path)
+    tiny_kb.close()
+    return path
+
+
+def test_help_imports_no_heavy_library():
+    code = (
+        "import sys\nfrom kupdate.cli.main import run\n"
+        "try:\n    run(['--help'])\nexcept SystemExit:\n    pass\n"
+        "heavy = [m for m in ('torch', 'transformers', 'faiss', 'peft', 'sentence_transformers') if m in sys.modules]\n"
+        "print('HEAVY', heavy)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "HEAVY []" in out
+    assert "ingest" in out and "ask" in out
+
+
+def test_ingest_ask_search_status_json(capsys, kb_path, tmp_path):
+    docs = tmp_path / "docs"
+    doc(docs, "old.md", "2023-03-14", "Veltrane Robotics is led by CEO Tomas Greel.")
+    doc(docs, "new.md", "2025-02-10", "Veltrane Robotics is led by CEO Ilse Marsh.")
+    code, out, _ = cli(capsys, "ingest", str(docs), "--kb", kb_path, "--json")
+    assert code == 0 and json.loads(out)["added"] == 2
+
+    code, out, _ = cli(capsys, "ingest", str(docs), "--kb", kb_path, "--json")
+    assert json.loads(out)["added"] == 0 and json.loads(out)["duplicates"] == 2
+
+    code, out, _ = cli(capsys, "ask", "Who is the CEO of Veltrane Robotics?", "--kb", kb_path, "--json")
+    answer = json.loads(out)
+    assert code == 0 and answer["gate"]["open"] is True
+    assert answer["memories"][0]["text"].endswith("Ilse Marsh.") and not answer["memories"][0]["outdated"]
+
+    code, out, _ = cli(capsys, "ask", "Who is the CEO of Veltrane Robotics?", "--kb", kb_path, "--no-memory", "--json")
+    assert json.loads(out)["gate"]["open"] is False and json.loads(out)["memories"] == []
+
+    code, out, _ = cli(capsys, "search", "Veltrane CEO", "--kb", kb_path, "--json")
+    assert {m["outdated"] for m in json.loads(out)} == {True, False}
+
+    code, out, _ = cli(capsys, "status", "--kb", kb_path, "--json")
+    status = json.loads(out)
+    assert status["knowledge"] == 2 and status["exemplars"] == 6 and status["domains"] == {"orgs": 2}
+
+
+def test_kb_from_environment(capsys, kb_path, monkeypatch):
+    monkeypatch.setenv("KUPDATE_KB", kb_path)
+    code, out, _ = cli(capsys, "status", "--json")
+    assert code == 0 and json.loads(out)["kb"] == kb_path
+
+
+def test_usage_error_exits_2(capsys):
+    code, _, err = cli(capsys, "ask")
+    assert code == 2 and "Missing argument" in err

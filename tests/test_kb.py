@@ -1,0 +1,117 @@
+"""The KnowledgeBase path end to end on tiny real models: ingest, fresh over stale, gate, ask."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import doc, write
+
+from kupdate import KnowledgeBase
+from kupdate.errors import KBNotFound, KupdateError
+
+
+def test_reingesting_the_same_folder_adds_nothing(tiny_kb, tmp_path):
+    docs = tmp_path / "docs"
+    doc(docs, "a.md", "2023-01-01", "Veltrane Robotics is led by CEO Tomas Greel. It builds carts.")
+    doc(docs, "b.md", "2024-01-01", "Orla Marine Institute is based in Bergen.")
+    first = tiny_kb.ingest([docs])
+    assert first.added == 2 and first.files == 2
+    again = tiny_kb.ingest([docs])
+    assert again.added == 0 and again.duplicates == 2
+    assert tiny_kb.store.count("knowledge") == 2
+
+
+def test_newer_document_wins_and_older_is_flagged_outdated(tiny_kb, tmp_path):
+    docs = tmp_path / "docs"
+    doc(docs, "old.md", "2023-03-14", "Veltrane Robotics is led by CEO Tomas Greel.")
+    doc(docs, "new.md", "2025-02-10", "Veltrane Robotics is led by CEO Ilse Marsh.")
+    tiny_kb.ingest([docs])
+    found = tiny_kb.search("Who is the CEO of Veltrane Robotics?", k=5)
+    by_text = {m.record.text: m for m in found}
+    assert not by_text["Veltrane Robotics is led by CEO Ilse Marsh."].outdated
+    old = by_text["Veltrane Robotics is led by CEO Tomas Greel."]
+    assert old.outdated and old.outdated_by == by_text["Veltrane Robotics is led by CEO Ilse Marsh."].id
+    answer = tiny_kb.ask("Who is the CEO of Veltrane Robotics?")
+    assert answer.gate.open
+    assert [m.record.text for m in answer.citations] == ["Veltrane Robotics is led by CEO Ilse Marsh."]
+    assert any(m.outdated for m in answer.memories)
+
+
+def test_same_shape_about_another_entity_is_not_outdated(tiny_kb, tmp_path):
+    docs = tmp_path / "docs"
+    doc(docs, "a.md", "2023-01-01", "Veltrane Robotics is led by CEO Tomas Greel.")
+    doc(docs, "b.md", "2025-01-01", "Quillfeather Press is led by CEO Tomas Greel.")
+    tiny_kb.ingest([docs])
+    assert not any(m.outdated for m in tiny_kb.search("Veltrane Robotics CEO", k=5))
+
+
+def test_structured_facts_supersede_exactly(tiny_kb, tmp_path):
+    facts = write(tmp_path / "facts.jsonl", "\n".join(json.dumps(x) for x in [
+        {"subject": "Orla Institute", "relation": "vessel", "object": "RV Kestrel", "date": "2022-06-01"},
+        {"subject": "Orla Institute", "relation": "vessel", "object": "RV Dunlin", "date": "2024-08-15"},
+        {"subject": "Orla Institute", "relation": "founded", "object": "1999", "date": "2020-01-01"},
+    ]))
+    report = tiny_kb.ingest([facts])
+    assert report.added == 3 and report.superseded == 1
+    current = {r.object: r for r in tiny_kb.store.records("knowledge")}
+    assert current["RV Kestrel"].superseded_by == current["RV Dunlin"].id
+    assert current["RV Kestrel"].valid_to == "2024-08-15"
+    assert current["RV Dunlin"].superseded_by is None and current["1999"].superseded_by is None
+
+
+def test_unrelated_question_keeps_gate_shut_and_base_answer(tiny_kb, tmp_path):
+    doc(tmp_path / "docs", "a.md", "2025-01-01", "Veltrane Robotics is led by CEO Ilse Marsh.")
+    tiny_kb.ingest([tmp_path / "docs"])
+    question = "How many continents are there?"
+    answer = tiny_kb.ask(question)
+    assert not answer.gate.open
+    assert answer.memories == []
+    assert answer.answer == tiny_kb.ask(question, memory=False).answer
+
+
+def test_gate_threshold_is_calibrated_above_every_exemplar(tiny_kb, tmp_path):
+    doc(tmp_path / "docs", "a.md", "2025-01-01", "Veltrane Robotics sells maps of all continents.")
+    tiny_kb.ingest([tmp_path / "docs"])
+    cal = tiny_kb.store.get_meta("gate_calibration")
+    assert cal["n_exemplars"] == 6 and cal["n_knowledge"] == 1
+    assert cal["max_exemplar_score"] > 0  # the continents exemplar does overlap the memory
+    assert cal["threshold"] > cal["max_exemplar_score"]
+    # ... and still does not open the gate, while the memory's own topic does.
+    assert not tiny_kb.ask("How many continents are there?").gate.open
+    assert tiny_kb.ask("What does Veltrane Robotics sell?").gate.open
+
+
+def test_answer_json_shape(tiny_kb, tmp_path):
+    doc(tmp_path / "docs", "a.md", "2025-01-01", "Veltrane Robotics is led by CEO Ilse Marsh.")
+    tiny_kb.ingest([tmp_path / "docs"])
+    data = tiny_kb.ask("Who is the CEO of Veltrane Robotics?").to_dict()
+    assert set(data) == {"question", "answer", "gate", "memories", "adapter", "timings_ms"}
+    assert set(data["gate"]) >= {"score", "open"} and data["adapter"] is None
+    assert set(data["memories"][0]) >= {"id", "text", "source", "valid_from", "score", "outdated"}
+    assert data["memories"][0]["valid_from"] == "2025-01-01"
+    assert {"embed", "search", "gate", "generate", "total"} <= set(data["timings_ms"])
+
+
+def test_as_of_answers_from_memory_as_it_was(tiny_kb, tmp_path):
+    docs = tmp_path / "docs"
+    doc(docs, "old.md", "2023-03-14", "Veltrane Robotics is led by CEO Tomas Greel.")
+    doc(docs, "new.md", "2025-02-10", "Veltrane Robotics is led by CEO Ilse Marsh.")
+    tiny_kb.ingest([docs])
+    then = tiny_kb.search("Who is the CEO of Veltrane Robotics?", as_of="2024-01-01")
+    assert [m.record.text for m in then] == ["Veltrane Robotics is led by CEO Tomas Greel."]
+    assert not then[0].outdated
+
+
+def test_open_missing_kb_and_double_init(tmp_path, tiny_kb):
+    with pytest.raises(KBNotFound, match="kupdate init"):
+        KnowledgeBase.open(tmp_path / "nowhere")
+    with pytest.raises(KupdateError, match="already exists"):
+        KnowledgeBase.init(tiny_kb.path, model="x", embedder="hashing")
+    assert tiny_kb.store.count("exemplar") == 6  # the existing KB is untouched
+
+
+def test_exemplars_keep_base_answers_and_never_come_back_as_knowledge(tiny_kb, tmp_path):
+    exemplars = list(tiny_kb.store.records("exemplar"))
+    assert all("base_answer" in r.meta for r in exemplars)
+    assert tiny_kb.search("How many continents are there?") == []
