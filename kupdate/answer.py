@@ -6,9 +6,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from kupdate.gate import GateDecision, decide
+import numpy as np
+
+from kupdate.gate import GateDecision, QueryTerms, decide, relevance
 from kupdate.generate import base_prompt, generate, memory_prompt
+from kupdate.ingest.chunking import split_sentences
 from kupdate.retrieval import Memory, retrieve
+from kupdate.text import terms
 
 
 @dataclass
@@ -38,12 +42,39 @@ class Answer:
         }
 
 
-def select(memories: list[Memory], threshold: float, top_k: int) -> tuple[list[Memory], list[Memory]]:
-    """The current memories to quote (relevant ones, best first) and the outdated ones they displace."""
-    current = [m for m in memories if not m.outdated and m.score >= threshold][:top_k]
+def select(memories: list[Memory], window: float, top_k: int) -> tuple[list[Memory], list[Memory]]:
+    """The current memories to quote and the outdated ones they displace.
+
+    Quoted: up to `top_k` current memories scoring within `window` of the best one (the gate
+    already checked the best against the threshold).
+    """
+    current = [m for m in memories if not m.outdated]
+    current = [m for m in current if m.score >= current[0].score - window][:top_k] if current else []
     ids = {m.id for m in current}
     outdated = [m for m in memories if m.outdated and m.outdated_by in ids]
     return current, outdated
+
+
+def focus(kb: Any, question: str, qvec: np.ndarray, given: list[Memory], n: int) -> list[dict[str, Any]]:
+    """The notes to quote: the `n` sentences of the given memories most relevant to the question.
+
+    A chunk holds several facts; a small model handed all of them copies the wrong one (asked who
+    leads a firm, it answers when the firm was founded). Sentences are scored like memories are.
+    """
+    notes = [m.to_dict() for m in given]
+    sentences = [(note, s) for note in notes for s in split_sentences(note["text"])]
+    if n <= 0 or len(sentences) <= n:
+        return notes
+    vecs = kb.embedder.encode([s for _, s in sentences])
+    store = kb.store
+    query = QueryTerms.build(question, store.document_frequencies(terms(question)), store.count("knowledge"))
+    gate = kb.config.gate
+    scored = [
+        (relevance(query, s, float(v @ qvec), gate).score, i)
+        for i, ((_, s), v) in enumerate(zip(sentences, vecs))
+    ]
+    best = sorted(scored, key=lambda x: (-x[0], x[1]))[:n]
+    return [{**sentences[i][0], "text": sentences[i][1]} for _, i in best]
 
 
 def ask(kb: Any, question: str, *, memory: bool = True, as_of: str | None = None,
@@ -53,6 +84,7 @@ def ask(kb: Any, question: str, *, memory: bool = True, as_of: str | None = None
     t: dict[str, float] = {}
     t0 = time.perf_counter()
     memories: list[Memory] = []
+    qvec = None
     if memory:
         qvec = kb.embedder.encode([question])[0]
         t1 = time.perf_counter()
@@ -64,20 +96,20 @@ def ask(kb: Any, question: str, *, memory: bool = True, as_of: str | None = None
     t3 = time.perf_counter()
     best = next((m.score for m in memories if not m.outdated), None)
     gate = decide(best, kb.threshold(), forced_shut=not memory)
-    given, outdated = select(memories, gate.threshold, cfg.retrieval.top_k) if gate.open else ([], [])
+    given, outdated = select(memories, cfg.retrieval.window, cfg.retrieval.top_k) if gate.open else ([], [])
     t["gate"] = (time.perf_counter() - t3) * 1000
     t4 = time.perf_counter()
     llm = kb.llm
     if gate.open:
-        notes = [m.to_dict() for m in given]
+        notes = focus(kb, question, qvec, given, cfg.retrieval.focus_sentences)
+        sources = [note["text"] for note in notes]
         if cfg.retrieval.show_outdated:
             notes += [m.to_dict() for m in outdated]
         prompt = memory_prompt(llm.tokenizer, question, notes)
-        sources = [m.record.text for m in given]
     else:
         prompt, sources = base_prompt(llm.tokenizer, question), []
     text = generate(llm, [prompt], max_new_tokens=cfg.generation.max_new_tokens,
-                    copy_sources=sources, copy_bias=cfg.generation.copy_bias)[0]
+                    copy_sources=sources, copy_mix=cfg.generation.copy_mix)[0]
     t["generate"] = (time.perf_counter() - t4) * 1000
     t["total"] = (time.perf_counter() - t0) * 1000
     timings = {k: round(v, 2) for k, v in t.items()}

@@ -46,11 +46,15 @@ class IngestConfig:
 @dataclass
 class RetrievalConfig:
     top_k: int = _f(4, "Memories handed to the model when the gate opens.")
+    window: float = _f(0.15, "Memories scoring within this of the best one are quoted too (up to top_k).")
     candidates: int = _f(20, "Candidates fetched from each of dense and lexical search before fusion.")
     same_fact_similarity: float = _f(
         0.8, "Cosine above which two memories about the same entities count as the same fact (newer wins)."
     )
     show_outdated: bool = _f(False, "Also quote outdated memories in the prompt, marked as outdated.")
+    focus_sentences: int = _f(
+        3, "Quote only the most relevant sentences of the memories given (0: quote whole memories)."
+    )
 
     def __post_init__(self) -> None:
         if self.top_k < 1 or self.candidates < self.top_k:
@@ -80,14 +84,16 @@ class GateConfig:
 @dataclass
 class GenerationConfig:
     max_new_tokens: int = _f(48, "Tokens generated per answer.")
-    copy_bias: float = _f(
-        5.0, "Logit bonus for tokens that continue a span of a current memory (memory-aware decoding)."
+    copy_mix: float = _f(
+        0.8, "Weight of the copy distribution over memory continuations mixed into the model's (0: off)."
     )
     exemplar_batch_size: int = _f(16, "Batch size when recording the base model's exemplar answers.")
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
             raise ConfigError("generation.max_new_tokens must be >= 1")
+        if not 0 <= self.copy_mix < 1:
+            raise ConfigError("generation.copy_mix must be in [0, 1)")
 
 
 @dataclass
@@ -115,6 +121,8 @@ class Config:
             )
 
 
+# Always written out: a KB keeps the models it was built with even if the defaults change.
+PINNED = ("format_version", "model", "embedder")
 ENV_OVERRIDES = {"model": "KUPDATE_MODEL", "embedder": "KUPDATE_EMBEDDER", "device": "KUPDATE_DEVICE"}
 
 
@@ -173,19 +181,24 @@ def _toml_value(value: Any) -> str:
 
 
 def dump_config(config: Config) -> str:
-    """TOML text for `config`, with each field's help as a comment (None values are left out)."""
+    """TOML text for `config`: values that differ from the defaults are set, the rest are shown
+    commented out (so a KB picks up improved defaults of later versions), each with its help."""
     lines: list[str] = ["# kupdate knowledge base configuration. Unknown keys are an error.", ""]
-    tables: list[tuple[str, Any]] = []
+    _dump_table(config, Config(), lines)
     for f in fields(config):
         value = getattr(config, f.name)
         if is_dataclass(value):
-            tables.append((f.name, value))
-        elif value is not None:
-            lines += [f"# {f.metadata['help']}", f"{f.name} = {_toml_value(value)}"]
-    for name, table in tables:
-        lines += ["", f"[{name}]"]
-        for f in fields(table):
-            value = getattr(table, f.name)
-            comment = f"# {f.metadata['help']}"
-            lines += [comment, f"{f.name} = {_toml_value(value)}" if value is not None else f"# {f.name} ="]
+            lines += ["", f"[{f.name}]"]
+            _dump_table(value, type(value)(), lines)
     return "\n".join(lines) + "\n"
+
+
+def _dump_table(table: Any, default: Any, lines: list[str]) -> None:
+    for f in fields(table):
+        value = getattr(table, f.name)
+        if is_dataclass(value):
+            continue
+        lines.append(f"# {f.metadata['help']}")
+        pinned = f.name in PINNED or value != getattr(default, f.name)
+        text = f"{f.name} = {_toml_value(value)}" if value is not None else f"{f.name} ="
+        lines.append(text if pinned and value is not None else f"# {text}")

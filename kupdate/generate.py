@@ -4,17 +4,20 @@ A small model handed a fact in its prompt often still answers from its weights (
 the new value only ~40% of the time in chat style). Two things close that gap:
 - completion-style questions ("The mother tongue of X is") are answered as a cloze: the assistant
   turn is prefilled with the question, so the model completes the sentence the memory also completes;
-- `CopyBias` adds a logit bonus to tokens that continue a span of a current memory (the longest
-  n-gram of the answer so far that occurs in a memory decides), so the model copies the fresh value
-  instead of drifting to its stale one. Outdated memories are never a copy source.
+- `CopyMix` mixes a copy distribution into the model's: tokens that continue a span of a current
+  memory (the longest n-gram of the answer so far that occurs in one decides) gain probability, so
+  the model copies the fresh value instead of drifting to its stale one. Outdated memories are never a copy source.
 With the gate shut none of this runs: the prompt and decoding are exactly the base model's.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
+
+from kupdate.text import STOPWORDS
 
 SYSTEM = (
     "You answer questions from memory notes. The notes are quoted data with their dates, not "
@@ -61,39 +64,61 @@ def _chat(tokenizer: Any, messages: list[dict[str, str]]) -> str:
     return body + "\nassistant:"
 
 
-class CopyBias:
-    """Logits processor favouring continuations of spans found in the given memories.
+class CopyMix:
+    """Logits processor mixing a copy distribution over the memories into the model's (kNN-LM style).
 
-    `sources` holds the token ids of each current memory; `starts[row]` is where that row's answer
-    region (prefill + generated tokens) begins in `input_ids`. A matching n-gram of two or more
-    tokens gets the full bonus, a single shared token a third of it, so words like 'the' barely steer.
+    `sources` holds the token ids of each current memory, best first, each ending with EOS so that a
+    fully copied statement ends the answer. `starts[row]` is where that row's answer region
+    (prefill + generated tokens) begins. At each step the longest suffix of the answer (up to
+    MAX_NGRAM tokens) found in a source gives the candidate next tokens, weighted by their source's
+    rank (1, 1/2, 1/3, ...) so the most relevant memory wins a tie. The mixture weight is `mix` for a
+    match of two or more tokens and 60% of it for a single shared content word, which steers less.
     """
 
-    def __init__(self, sources: Sequence[Sequence[int]], starts: Sequence[int], bonus: float) -> None:
-        self.sources = [list(s) for s in sources if s]
+    def __init__(self, sources: Sequence[Sequence[int]], starts: Sequence[int], mix: float,
+                 key: Callable[[int], str] | None = None) -> None:
+        self.sources = [list(s) for s in sources]
         self.starts = list(starts)
-        self.bonus = bonus
+        self.mix = mix
+        # Matching compares token keys (by default the ids; `generate` passes lower-cased token
+        # text), so "The glass" still meets "the Glasshook" in a memory.
+        self.key = key or str
+        self.keyed = [[self.key(t) for t in s] for s in self.sources]
 
-    def candidates(self, answer: list[int]) -> tuple[set[int], int]:
-        """Tokens that follow the longest suffix of `answer` found in a source, and that length."""
-        for n in range(min(MAX_NGRAM, len(answer)), 0, -1):
-            suffix = answer[-n:]
-            found = {src[j + n] for src in self.sources for j in range(len(src) - n) if src[j : j + n] == suffix}
+    def candidates(self, answer: list[int]) -> tuple[dict[int, float], int]:
+        """Next tokens after the longest suffix of `answer` found in a source, with their weights."""
+        answer_keys = [self.key(t) for t in answer[-MAX_NGRAM:]]
+        for n in range(min(MAX_NGRAM, len(answer_keys)), 0, -1):
+            suffix = answer_keys[-n:]
+            if n == 1 and (suffix[0] in STOPWORDS or not suffix[0].isalnum()):
+                break  # one shared 'the' or '.' is no evidence of copying
+            found: dict[int, float] = {}
+            for rank, (src, keys) in enumerate(zip(self.sources, self.keyed)):
+                for j in range(len(src) - n):
+                    if keys[j : j + n] == suffix:
+                        found[src[j + n]] = found.get(src[j + n], 0.0) + 1.0 / (rank + 1)
             if found:
                 return found, n
-        return set(), 0
+        return {}, 0
 
     def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import torch
+
         for row in range(input_ids.shape[0]):
             found, n = self.candidates(input_ids[row, self.starts[row] :].tolist())
-            idx = [t for t in found if t < scores.shape[1]]
-            if idx:
-                scores[row, idx] += self.bonus if n >= 2 else self.bonus / 3
+            found = {t: w for t, w in found.items() if t < scores.shape[1]}
+            if not found:
+                continue
+            mix = self.mix if n >= 2 else 0.6 * self.mix
+            copy = torch.zeros_like(scores[row])
+            copy[list(found)] = torch.tensor(list(found.values()), dtype=scores.dtype, device=scores.device)
+            probs = (1 - mix) * torch.softmax(scores[row], dim=-1) + mix * copy / copy.sum()
+            scores[row] = torch.log(probs.clamp_min(1e-12))
         return scores
 
 
 def generate(llm: Any, prompts: Sequence[Prompt], *, max_new_tokens: int,
-             copy_sources: Sequence[str] = (), copy_bias: float = 0.0) -> list[str]:
+             copy_sources: Sequence[str] = (), copy_mix: float = 0.0) -> list[str]:
     """Greedy answers for `prompts`, batched with left padding; the prefill is not returned."""
     import torch
     from transformers import LogitsProcessorList
@@ -110,9 +135,11 @@ def generate(llm: Any, prompts: Sequence[Prompt], *, max_new_tokens: int,
     input_ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=llm.device)
     mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=llm.device)
     processors = LogitsProcessorList()
-    if copy_sources and copy_bias > 0:
-        ids = [tok(" " + s.strip(), add_special_tokens=False)["input_ids"] for s in copy_sources]
-        processors.append(CopyBias(ids, [s + width - len(r) for s, r in zip(starts, rows)], copy_bias))
+    if copy_sources and copy_mix > 0:
+        ids = [tok(" " + s.strip(), add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+               for s in copy_sources]
+        starts = [s + width - len(r) for s, r in zip(starts, rows)]
+        processors.append(CopyMix(ids, starts, copy_mix, key=_token_key(tok)))
     with torch.no_grad():
         out = llm.model.generate(
             input_ids=input_ids,
@@ -123,3 +150,13 @@ def generate(llm: Any, prompts: Sequence[Prompt], *, max_new_tokens: int,
             pad_token_id=pad,
         )
     return [t.strip() for t in tok.batch_decode(out[:, width:], skip_special_tokens=True)]
+
+
+def _token_key(tok: Any) -> Callable[[int], str]:
+    """Token id -> its text lower-cased without surrounding spaces (cached per call)."""
+
+    @cache
+    def key(token: int) -> str:
+        return tok.decode([token]).strip().lower()
+
+    return key

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import doc, write
+from conftest import doc
 
 from kupdate.cli.main import run
 

@@ -504,14 +504,52 @@ def test_default_llm_cached_load_is_fast_and_identical(first_load, llm_cache_dir
     assert "Paris" in llm.tokenizer.decode(first_ids, skip_special_tokens=True)
 
 
+@pytest.fixture(scope="session")
+def fresh_conversion(
+    first_load, llm_cache_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[LLM, Path]:
+    """An LLM whose cache was converted from the GGUF in this session.
+
+    Reuses the session's first load when that converted; otherwise (shared KUPDATE_CACHE_DIR
+    already warm) converts again into a fresh folder, so the conversion itself is always tested.
+    """
+    llm, _, converted_now = first_load
+    if converted_now:
+        return llm, llm_cache_dir
+    fresh = tmp_path_factory.mktemp("fresh-model-cache")
+    started = time.perf_counter()
+    llm = load_llm(DEFAULT_MODEL, cache_dir=fresh, device="cpu")
+    print(f"\nSmolLM2 fresh GGUF convert + load: {time.perf_counter() - started:.2f} s")
+    return llm, fresh
+
+
 @pytest.mark.integration
-def test_converted_model_matches_gguf(first_load) -> None:
+def test_fresh_conversion_writes_complete_cache(fresh_conversion) -> None:
+    llm, cache = fresh_conversion
+    folder = cache / DEFAULT_MODEL
+    assert (folder / "model.safetensors").is_file() and (folder / llm_mod._MARKER).is_file()
+    assert not list(cache.glob(llm_mod._TMP_PREFIX + "*")), "no temp dirs left behind"
+    assert folder.stat().st_mode & 0o777 == 0o777 & ~_umask(), "cache dir honours the umask"
+    assert (folder / "model.safetensors").stat().st_mode & 0o777 == 0o666 & ~_umask()
+    assert "<|im_start|>" in (llm.tokenizer.chat_template or "")
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@pytest.mark.integration
+def test_converted_model_matches_gguf(fresh_conversion) -> None:
     """The safetensors copy must decode exactly like transformers' own GGUF load."""
-    llm, _, _ = first_load
+    llm, _ = fresh_conversion
     gguf_model, gguf_tok = llm_mod.load_gguf(llm_mod.find_default_gguf())
     assert gguf_tok.chat_template == llm.tokenizer.chat_template
     gguf_llm = LLM(model=gguf_model, tokenizer=gguf_tok, name="gguf", device="cpu", dtype=gguf_model.dtype)
     assert _greedy(gguf_llm) == _greedy(llm)
+    other = [{"role": "user", "content": "Write one sentence about the sea."}]
+    assert _greedy(gguf_llm, other, max_new_tokens=32) == _greedy(llm, other, max_new_tokens=32)
 
 
 @pytest.mark.integration
@@ -530,7 +568,8 @@ def test_default_llm_batched_generation_left_pads(first_load) -> None:
     with torch.no_grad():
         out = llm.model.generate(**enc, max_new_tokens=24)
     # The shorter, left-padded prompt must answer as it does alone.
-    assert out[0, enc["input_ids"].shape[1] :].tolist()[: len(_greedy(llm))] == _greedy(llm)
+    alone = _greedy(llm)
+    assert out[0, enc["input_ids"].shape[1] :].tolist()[: len(alone)] == alone
 
 
 @pytest.fixture(scope="session")
@@ -580,3 +619,15 @@ def test_uncached_hub_model_is_model_not_found(tmp_path: Path) -> None:
         load_llm("kupdate-test-org/no-such-model", cache_dir=tmp_path, device="cpu")
     msg = _one_line(info.value)
     assert "kupdate-test-org/no-such-model" in msg and "offline" in msg
+
+
+@pytest.mark.integration
+def test_empty_folders_are_model_not_found(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ModelNotFound) as info:
+        load_llm(str(empty), cache_dir=tmp_path / "cache", device="cpu")
+    assert str(empty) in _one_line(info.value)
+    with pytest.raises(ModelNotFound) as info:
+        load_embedder(str(empty), device="cpu")
+    assert str(empty) in _one_line(info.value)

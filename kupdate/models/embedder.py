@@ -65,7 +65,7 @@ def _words(text: str) -> list[str]:
 
 @functools.lru_cache(maxsize=1 << 16)
 def _bucket(feature: str, dim: int) -> tuple[int, float]:
-    """Map a feature to (bucket, sign) with a keyed-nothing, stable hash.
+    """Map a feature to (bucket, sign) with a stable, unsalted hash.
 
     Python's hash() is salted per process (PYTHONHASHSEED), which would make stored vectors
     unreadable by the next process; blake2b is stable everywhere. The sign bit comes from a
@@ -292,7 +292,7 @@ def _load_sentence(path: Path, *, name: str, device: str, what: str) -> Sentence
     try:
         return SentenceEmbedder(path, name=name, device=device)
     except (OSError, ValueError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        reason = str(exc).splitlines()[0].rstrip(".") if str(exc) else type(exc).__name__
         raise ModelNotFound(
             f"cannot load {what}: {reason}; check the folder holds a sentence-transformers model"
         ) from exc

