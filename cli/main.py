@@ -173,6 +173,16 @@ def status(kb: KbOpt = None, json_: JsonOpt = False) -> None:
     typer.echo(f"disk: {s.disk_bytes / 1e6:.1f} MB")
 
 
+def _register_command_groups() -> None:
+    from kupdate.cli import jupyter, memory
+
+    memory.register(app)
+    jupyter.register(app)
+
+
+_register_command_groups()
+
+
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code: 0 ok, 1 a kupdate error (one `Error:` line), 2 usage."""
     from kupdate.errors import USER_ERRORS

@@ -97,13 +97,30 @@ class GenerationConfig:
 
 
 @dataclass
+class MemoryConfig:
+    uri: str = _f("", "Milvus only: a local file (milvus-lite) or a server URL like http://host:19530 "
+                  "(default: <kb>/memory/milvus.db).")
+    index: str = _f("auto", "Dense index: 'flat' (exact), 'hnsw', 'ivf', or 'auto' (exact until "
+                    "approximate_above records, then HNSW).")
+    approximate_above: int = _f(100_000, "With index = 'auto', records above which an approximate index is used.")
+    lock_timeout: float = _f(30.0, "Seconds a writer waits for another writer before giving up.")
+
+    def __post_init__(self) -> None:
+        if self.index not in ("auto", "flat", "hnsw", "ivf"):
+            raise ConfigError(f"memory.index must be 'auto', 'flat', 'hnsw' or 'ivf', got {self.index!r}")
+        if self.approximate_above < 1 or self.lock_timeout < 0:
+            raise ConfigError("memory.approximate_above must be >= 1 and memory.lock_timeout >= 0")
+
+
+@dataclass
 class Config:
     format_version: int = _f(KB_FORMAT_VERSION, "On-disk format of this knowledge base.")
     model: str = _f(DEFAULT_MODEL, "LLM: the embedded default, a Hugging Face id or a local folder.")
     embedder: str = _f(DEFAULT_EMBEDDER, "Embedder: the embedded default, 'hashing', an HF id or a folder.")
     device: str = _f("auto", "'auto' (CUDA when present, else CPU), 'cpu' or 'cuda'.")
-    backend: str = _f("faiss", "Memory backend.")
+    backend: str = _f("faiss", "Memory backend: 'faiss' (embedded, default) or 'milvus' (scale-out).")
     default_domain: str = _f("default", "Domain of ingested records when none is given.")
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
     gate: GateConfig = field(default_factory=GateConfig)
@@ -112,8 +129,8 @@ class Config:
     def __post_init__(self) -> None:
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
-        if self.backend != "faiss":
-            raise ConfigError(f"backend {self.backend!r} is not available; use 'faiss'")
+        if self.backend not in ("faiss", "milvus"):
+            raise ConfigError(f"backend must be 'faiss' or 'milvus', got {self.backend!r}")
         if self.format_version > KB_FORMAT_VERSION:
             raise ConfigError(
                 f"knowledge base format {self.format_version} is newer than this kupdate supports "

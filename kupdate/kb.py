@@ -84,7 +84,8 @@ class KnowledgeBase:
         from kupdate.models import load_embedder
 
         emb = load_embedder(config.embedder, device=_device(config))
-        store = open_store(paths.memory_dir(kb), dim=emb.dim, embedder=config.embedder, create=True)
+        store = open_store(paths.memory_dir(kb), dim=emb.dim, embedder=config.embedder, create=True,
+                           **store_options(config))
         (kb / CONFIG_NAME).write_text(dump_config(config), encoding="utf-8")
         self = cls(kb, config, store)
         self._embedder = emb
@@ -97,9 +98,8 @@ class KnowledgeBase:
         if not (kb / CONFIG_NAME).exists():
             raise KBNotFound(f"no knowledge base at {kb}; create one with `kupdate init --kb {kb}`")
         config = load_config(kb, overrides)
-        from memory_store import open_store as _open
-
-        store = _open(paths.memory_dir(kb), dim=0, embedder=config.embedder, create=False)
+        store = open_store(paths.memory_dir(kb), dim=0, embedder=config.embedder, create=False,
+                           **store_options(config))
         return cls(kb, config, store)
 
     def close(self) -> None:
@@ -222,6 +222,13 @@ class KnowledgeBase:
         return Status(str(self.path), self.config.model, self.config.embedder, _device(self.config),
                       self.store.count("knowledge"), outdated, self.store.count("exemplar"), domains,
                       self.store.get_meta(CALIBRATION_KEY), size)
+
+
+def store_options(config: Config) -> dict[str, Any]:
+    """The memory store's settings from config (memory_store takes plain values, not our config)."""
+    m = config.memory
+    return {"backend": config.backend, "uri": m.uri or None, "index": m.index,
+            "approximate_above": m.approximate_above, "lock_timeout": m.lock_timeout}
 
 
 def _device(config: Config) -> str:

@@ -32,7 +32,9 @@ RESERVED_META = ("format_version", "embedder", "dim")
 
 
 
-def open_store(path: str | Path, *, dim: int, embedder: str, create: bool = True) -> FaissStore:
+def open_store(path: str | Path, *, dim: int, embedder: str, create: bool = True, backend: str = "faiss",
+               uri: str | None = None, index: str = "auto", approximate_above: int = 100_000,
+               lock_timeout: float = 30.0) -> FaissStore:
     """Open the store at `path` (a directory), creating it if `create` and it does not exist.
 
     `dim=0` opens an existing store at whatever width it was built with (the embedder name is
@@ -51,9 +53,13 @@ def open_store(path: str | Path, *, dim: int, embedder: str, create: bool = True
         if path.exists() and not path.is_dir():
             raise StoreError(f"{path} is a file, not a store directory; choose another path")
         path.mkdir(parents=True, exist_ok=True)
+    if backend != "faiss":
+        raise StoreError(f"memory backend {backend!r} is not available; use 'faiss'")
     conn = db.connect(path / DB_NAME)
     try:
-        return FaissStore(path, conn, dim=dim, embedder=embedder)
+        store = FaissStore(path, conn, dim=dim, embedder=embedder)
+        store.lock_timeout = lock_timeout
+        return store
     except BaseException:
         conn.close()
         raise
