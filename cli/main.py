@@ -68,23 +68,27 @@ def ingest(
     domain: Annotated[str | None, typer.Option(help="Domain for these records (default: front matter, else 'default').")] = None,
     as_of: Annotated[str | None, typer.Option("--as-of", help="Date the facts hold from (default: front matter `date:`, else now).")] = None,
     skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Skip unusable files (listed in the summary) instead of stopping.")] = False,
+    prune: Annotated[bool, typer.Option("--prune", help="Retire what was ingested from files under these folders that no longer exist (kept in history).")] = False,
     json_: JsonOpt = False,
 ) -> None:
-    """Chunk, embed and remember documents. Re-ingesting the same files adds nothing.
+    """Chunk, embed and remember documents. Re-ingesting the same files adds nothing; a changed
+    file replaces its old chunks, which stay in `kupdate history` as outdated.
 
     Example:
 
-        kupdate ingest docs/ notes/*.md --domain orgs
+        kupdate ingest docs/ notes/*.md --domain orgs --prune
     """
     from kupdate import KnowledgeBase
 
     with KnowledgeBase.open(kb) as k:
-        report = k.ingest(paths, domain=domain, as_of=as_of, skip_bad=skip_bad, progress=stderr_is_tty())
+        report = k.ingest(paths, domain=domain, as_of=as_of, skip_bad=skip_bad, prune=prune,
+                          progress=stderr_is_tty())
     if json_:
         emit_json(report.to_dict())
         return
     typer.echo(f"{report.files} files, {report.documents} documents, {report.chunks} chunks: "
-               f"{report.added} added, {report.duplicates} duplicates, {report.superseded} superseded "
+               f"{report.added} added, {report.duplicates} duplicates, {report.superseded} superseded, "
+               f"{report.retired} retired, {report.restored} restored, {report.pruned} pruned "
                f"({report.seconds:.1f} s)")
     for s in report.skipped:
         warn(f"skipped {s['path']}: {s['reason']}")
@@ -165,7 +169,7 @@ def status(kb: KbOpt = None, json_: JsonOpt = False) -> None:
         emit_json(s.to_dict())
         return
     typer.echo(f"knowledge base: {s.kb}\nmodel: {s.model}\nembedder: {s.embedder}\ndevice: {s.device}")
-    typer.echo(f"records: {s.knowledge} knowledge ({s.outdated} superseded), {s.exemplars} exemplars")
+    typer.echo(f"records: {s.knowledge} knowledge ({s.outdated} superseded or retired), {s.exemplars} exemplars")
     for d, n in sorted(s.domains.items()):
         typer.echo(f"  domain {d}: {n}")
     if s.gate:

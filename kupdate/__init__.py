@@ -4,6 +4,7 @@
     kb = KnowledgeBase.open("my-kb")
     print(kb.ask("Who leads Brindlemoor Robotics?").answer)
 
+In IPython or Jupyter, `%load_ext kupdate` adds the `%kupdate` and `%%ask` magics.
 Names are imported lazily so `import kupdate` (and `kupdate --help`) stays fast.
 """
 
@@ -29,3 +30,10 @@ def __getattr__(name: str) -> Any:
 
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'kupdate' has no attribute {name!r}")
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """`%load_ext kupdate`: register the `%kupdate` line magic and the `%%ask` cell magic."""
+    from kupdate.jupyter.magics import load
+
+    load(ipython)

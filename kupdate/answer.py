@@ -41,6 +41,20 @@ class Answer:
             "timings_ms": self.timings_ms,
         }
 
+    # Rich display: the rendering lives in kupdate.jupyter.display (stdlib only, no Jupyter needed).
+    def __str__(self) -> str:
+        from kupdate.jupyter.display import answer_text
+
+        return answer_text(self)
+
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
+        p.text(str(self))
+
+    def _repr_html_(self) -> str:
+        from kupdate.jupyter.display import answer_html
+
+        return answer_html(self)
+
 
 def select(memories: list[Memory], window: float, top_k: int) -> tuple[list[Memory], list[Memory]]:
     """The current memories to quote and the outdated ones they displace.
@@ -97,11 +111,15 @@ def ask(kb: Any, question: str, *, memory: bool = True, as_of: str | None = None
     best = next((m.score for m in memories if not m.outdated), None)
     gate = decide(best, kb.threshold(), forced_shut=not memory)
     given, outdated = select(memories, cfg.retrieval.window, cfg.retrieval.top_k) if gate.open else ([], [])
-    t["gate"] = (time.perf_counter() - t3) * 1000
+    t4 = time.perf_counter()
+    t["gate"] = (t4 - t3) * 1000
+    notes: list[dict[str, Any]] = []
+    if gate.open:
+        notes = focus(kb, question, qvec, given, cfg.retrieval.focus_sentences)
+        t["focus"] = (time.perf_counter() - t4) * 1000
     t4 = time.perf_counter()
     llm = kb.llm
     if gate.open:
-        notes = focus(kb, question, qvec, given, cfg.retrieval.focus_sentences)
         sources = [note["text"] for note in notes]
         if cfg.retrieval.show_outdated:
             notes += [m.to_dict() for m in outdated]

@@ -22,7 +22,7 @@ from kupdate import paths
 from kupdate.config import CONFIG_NAME, Config, dump_config, load_config
 from kupdate.errors import ConfigError, KBNotFound, KupdateError
 from kupdate.gate import Calibration, calibrated_threshold
-from memory_store import Record, open_store
+from memory_store import Record, content_hash, open_store
 
 CALIBRATION_KEY = "gate_calibration"
 
@@ -41,6 +41,21 @@ class Status:
     domains: dict[str, int]
     gate: dict[str, Any] | None
     disk_bytes: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class ExemplarReport:
+    """What `kupdate exemplars add` did: questions read, added, already present, total now."""
+
+    file: str
+    read: int
+    added: int
+    duplicates: int
+    total: int
+    gate: dict[str, Any] | None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -134,15 +149,37 @@ class KnowledgeBase:
 
     # -- memory ----------------------------------------------------------------------------------
     def ingest(self, sources: Sequence[str | Path], *, domain: str | None = None, as_of: str | None = None,
-               skip_bad: bool = False, progress: bool = False) -> Any:
-        """Ingest files, folders or globs; recalibrates the gate when anything was added."""
+               skip_bad: bool = False, progress: bool = False, prune: bool = False) -> Any:
+        """Ingest files, folders or globs; changed files replace their old chunks (kept in history),
+        `prune` retires chunks of files under the given folders that are gone. Recalibrates the gate
+        when the memory changed. Holds the write lock throughout: a second writer waits up to
+        `[memory] lock_timeout`, then fails with StoreLocked."""
         from kupdate.ingest.pipeline import ingest
 
-        report = ingest(self.store, self.embedder, sources, self.config, domain=domain, as_of=as_of,
-                        skip_bad=skip_bad, progress=progress)
-        if report.added:
-            self.calibrate()
+        with self.store.write_lock():
+            report = ingest(self.store, self.embedder, sources, self.config, domain=domain, as_of=as_of,
+                            skip_bad=skip_bad, progress=progress, prune=prune)
+            # Also when a previous run was killed between storing and calibrating.
+            if report.added or report.retired or report.restored or report.pruned or self._calibration_stale():
+                self.calibrate()
         return report
+
+    def forget(self, *, source: str | Path | None = None, ids: Sequence[int] | None = None,
+               query: str | None = None, dry_run: bool = False) -> Any:
+        """Remove records for real (SQLite, full text, dense index) by source, ids or query; see
+        `kupdate.forget` for the rules. Returns a `ForgetReport`; `dry_run` changes nothing."""
+        from kupdate.forget import forget
+
+        return forget(self, source=source, ids=ids, query=query, dry_run=dry_run)
+
+    def history(self, query: str) -> list[Any]:
+        """Every version (current, superseded, retired) of the facts matching `query`, newest first,
+        as `HistoryGroup`s: one per structured (subject, relation), one for free text."""
+        from kupdate.history import history
+
+        if not query.strip():
+            raise KupdateError("the query is empty; pass what to look for, e.g. kupdate history 'Orla vessel'")
+        return history(self, query)
 
     def search(self, query: str, *, k: int | None = None, domain: str | None = None,
                as_of: str | None = None) -> list[Any]:
@@ -174,6 +211,10 @@ class KnowledgeBase:
         cal = self.store.get_meta(CALIBRATION_KEY)
         return float(cal["threshold"]) if cal else self.config.gate.floor
 
+    def _calibration_stale(self) -> bool:
+        cal = self.store.get_meta(CALIBRATION_KEY)
+        return not cal or cal.get("n_knowledge") != self.store.count("knowledge")
+
     def calibrate(self) -> Calibration:
         """Set the gate threshold so every exemplar question stays below it (DESIGN.md section 6)."""
         from kupdate.retrieval import retrieve
@@ -192,6 +233,9 @@ class KnowledgeBase:
         """Store exemplar questions with the base model's answers (what must not change)."""
         from kupdate.generate import base_prompt, generate
 
+        # Known questions are dropped first: no base-model generation for what is already stored.
+        known = self.store.existing_hashes({content_hash(it["question"]) for it in items}, kind="exemplar")
+        items = [it for it in items if content_hash(it["question"]) not in known]
         if not items:
             return 0
         questions = [it["question"] for it in items]
@@ -211,13 +255,46 @@ class KnowledgeBase:
         vectors = self.embedder.encode(questions)
         return len(self.store.add(records, vectors))
 
+    def reindex(self, embedder: str | None = None, *, progress: bool = False) -> Any:
+        """Re-embed every record with `embedder` (default: the configured one), rebuild the dense
+        index, point kupdate.toml at it and recalibrate the gate. Returns a `ReindexReport`.
+
+        Interrupting it is safe: the store keeps its old vectors until it swaps in all new ones.
+        """
+        from kupdate.models import load_embedder
+        from kupdate.reindex import reembed, set_config_embedder
+
+        spec = embedder or self.config.embedder
+        emb = load_embedder(spec, device=_device(self.config))
+        report = reembed(self.store, emb, spec, batch_size=self.config.ingest.batch_size, progress=progress)
+        if spec != self.config.embedder:
+            set_config_embedder(self.path / CONFIG_NAME, spec)
+            self.config.embedder = spec
+        self._embedder = emb
+        report.gate = self.calibrate().to_dict()
+        return report
+
+    def exemplars(self) -> list[Record]:
+        """The exemplar questions with the base model's answers (`meta["base_answer"]`), in id order."""
+        return list(self.store.records(kind="exemplar"))
+
+    def import_exemplars(self, path: str | Path, *, progress: bool = False) -> ExemplarReport:
+        """Add the questions of a JSONL file (`{"question": ..., "domain"?: ...}` per line) as
+        exemplars with the base model's answers, then recalibrate the gate."""
+        items = _read_exemplars(path)
+        with self.store.write_lock():
+            added = self.add_exemplars(items, progress=progress)
+            gate = self.calibrate().to_dict() if added else self.store.get_meta(CALIBRATION_KEY)
+        return ExemplarReport(str(path), len(items), added, len(items) - added,
+                              self.store.count("exemplar"), gate)
+
     # -- status ----------------------------------------------------------------------------------
     def status(self) -> Status:
         domains: dict[str, int] = {}
         outdated = 0
         for r in self.store.records(kind="knowledge"):
             domains[r.domain] = domains.get(r.domain, 0) + 1
-            outdated += r.superseded_by is not None
+            outdated += r.superseded_by is not None or r.valid_to is not None
         size = sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file() and "cache" not in p.parts)
         return Status(str(self.path), self.config.model, self.config.embedder, _device(self.config),
                       self.store.count("knowledge"), outdated, self.store.count("exemplar"), domains,

@@ -2,7 +2,10 @@
 
 DESIGN.md section 5: when retrieved memories talk about the same thing (close in embedding space,
 sharing their named entities, different content), the one with the newest `valid_from` is current
-and the older ones are outdated. Structured facts superseded at ingest are outdated too.
+and the older ones are outdated. Records the store took out of the current memory are outdated
+too: superseded (a newer fact or a new version of their document replaced them) or retired
+(`valid_to` passed: their file changed or was pruned). Only current memories outdate others: a
+retired memory must not push aside the one still in force.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import numpy as np
 
 from kupdate.config import GateConfig, RetrievalConfig
 from kupdate.gate import QueryTerms, relevance
+from kupdate.ingest.dates import now_iso
 from kupdate.text import entities, terms
 from memory_store import Record
 
@@ -63,19 +67,30 @@ def _newer(a: Record, b: Record) -> bool:
     return (a.valid_from, a.observed_at, a.id) > (b.valid_from, b.observed_at, b.id)
 
 
+def taken_out(record: Record, as_of: str | None = None) -> bool:
+    """Whether the store took `record` out of the memory current at `as_of` (default: now).
+
+    Superseded records always are when asking about now (even if the successor's date is still
+    ahead); at a past `as_of`, a record counts as current where it was valid then.
+    """
+    if as_of is not None:
+        return (record.superseded_by is not None or record.valid_to is not None) and not _valid_at(record, as_of)
+    return record.superseded_by is not None or (record.valid_to is not None and record.valid_to <= now_iso())
+
+
 def mark_outdated(memories: list[Memory], vectors: np.ndarray, same_fact: float, as_of: str | None) -> None:
     """Flag memories superseded by a fresher one among the candidates (in place)."""
     for m in memories:
-        r = m.record
-        if r.superseded_by is not None and (as_of is None or not _valid_at(r, as_of)):
-            m.outdated, m.outdated_by = True, r.superseded_by
+        if taken_out(m.record, as_of):
+            m.outdated, m.outdated_by = True, m.record.superseded_by
     if len(memories) < 2:
         return
+    stale = [m.outdated for m in memories]
     sims = vectors @ vectors.T
     ents = [entities(m.record.text) for m in memories]
     for i, a in enumerate(memories):
         for j, b in enumerate(memories):
-            if i == j or sims[i, j] < same_fact or a.record.content_hash == b.record.content_hash:
+            if i == j or stale[j] or sims[i, j] < same_fact or a.record.content_hash == b.record.content_hash:
                 continue
             shared = ents[i] & ents[j]
             # Same shape, different subject ("X's CEO is ..." vs "Y's CEO is ...") is not the same fact.

@@ -1,8 +1,8 @@
 """memory_store: a persistent external memory of text records with dense and lexical search.
 
-SQLite holds every record and vector (the source of truth), FAISS holds a derived dense index
-per record kind, and FTS5 indexes knowledge text. This package knows nothing of models: it is
-handed float32 vectors by its caller.
+SQLite holds every record and vector (the source of truth), FAISS (or, with backend "milvus",
+Milvus) holds a derived dense index per record kind, and FTS5 indexes knowledge text. This
+package knows nothing of models: it is handed float32 vectors by its caller.
 """
 
 from .base import MemoryStore

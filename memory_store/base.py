@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -79,6 +79,25 @@ class MemoryStore(Protocol):
 
     def supersede(self, old_ids: Sequence[int], new_id: int, valid_to: str) -> None:
         """Mark old records as replaced by `new_id` and valid until `valid_to`; nothing is deleted."""
+        ...
+
+    def find(self, *, kind: str | None = "knowledge", sources: Sequence[str] | None = None,
+             under: str | None = None, hashes: Sequence[str] | None = None,
+             superseded_by: Sequence[int] | None = None, subject: str | None = None,
+             relation: str | None = None) -> list[Record]:
+        """Records, current and historical, matching every filter given (lists: any value), in id order."""
+        ...
+
+    def retire(self, successors: Mapping[int, int | None], valid_to: str) -> None:
+        """Set `valid_to` and `superseded_by` (None: no successor) on records; nothing is deleted."""
+        ...
+
+    def restore(self, ids: Sequence[int], moves: Mapping[int, tuple[str, str, int]] | None = None) -> None:
+        """Make retired records current again, optionally moving some to (source, doc_id, position)."""
+        ...
+
+    def delete(self, ids: Sequence[int]) -> list[int]:
+        """Remove records for real (metadata, text index, vectors); return the ids that existed."""
         ...
 
     def get_meta(self, key: str, default: Any = None) -> Any:

@@ -83,6 +83,12 @@ MIGRATIONS: list[str] = [
         INSERT INTO knowledge_fts(rowid, text) SELECT new.id, new.text WHERE new.kind = 'knowledge';
     END;
     """,
+    # 2: lookups by document (re-ingest of a changed file, --prune, forget --source) and by
+    # successor (history, and the foreign-key check that deleting a record runs on every row).
+    """
+    CREATE INDEX records_source ON records(source);
+    CREATE INDEX records_superseded_by ON records(superseded_by) WHERE superseded_by IS NOT NULL;
+    """,
 ]
 
 # Record fields stored as plain columns, in Record's order (meta and id handled separately).
@@ -289,7 +295,7 @@ def existing_hashes(conn: sqlite3.Connection, hashes: Iterable[str], kind: str) 
 def current_facts(conn: sqlite3.Connection, subject: str, relation: str) -> list[Record]:
     sql = (
         f"SELECT {RECORD_COLUMNS} FROM records WHERE kind = 'knowledge' AND subject_key = ? "
-        "AND relation_key = ? AND superseded_by IS NULL ORDER BY id"
+        "AND relation_key = ? AND superseded_by IS NULL AND valid_to IS NULL ORDER BY id"
     )
     return [row_to_record(row) for row in conn.execute(sql, (fact_key(subject), fact_key(relation)))]
 
@@ -330,6 +336,138 @@ def supersede(conn: sqlite3.Connection, old_ids: Sequence[int], new_id: int, val
             (new_id, valid_to, *chunk),
         )
 
+
+def find_records(conn: sqlite3.Connection, *, kind: str | None, sources: Sequence[str] | None,
+                 under: str | None, hashes: Sequence[str] | None, superseded_by: Sequence[int] | None,
+                 subject: str | None, relation: str | None) -> list[Record]:
+    """Records matching every given filter (None: no filter), current and historical, in id order.
+
+    List filters are OR within themselves; `under` is a directory: sources strictly below it.
+    """
+    where: list[str] = []
+    params: list[Any] = []
+    if kind is not None:
+        where.append("kind = ?")
+        params.append(kind)
+    if under is not None:
+        # A range on the source index rather than LIKE, whose `%`/`_` would need escaping in paths.
+        prefix = under.rstrip("/") + "/"
+        where.append("source >= ? AND source < ?")
+        params += [prefix, prefix[:-1] + "0"]  # '0' is the character after '/'
+    for column, value in (("subject_key", fact_key(subject)), ("relation_key", fact_key(relation))):
+        if value is not None:
+            where.append(f"{column} = ?")
+            params.append(value)
+    lists = sorted(((c, list(dict.fromkeys(v))) for c, v in
+                    (("source", sources), ("content_hash", hashes), ("superseded_by", superseded_by))
+                    if v is not None), key=lambda item: len(item[1]))
+    if any(not values for _, values in lists):
+        return []
+    # The longest list is split into IN (...) chunks; the others are small in practice.
+    column, values = lists.pop() if lists else ("", [])
+    for c, v in lists:
+        where.append(f"{c} IN ({marks(v)})")
+        params += v
+    found: dict[int, Record] = {}
+    for chunk in chunks(values) if column else [()]:
+        clause = [*where, f"{column} IN ({marks(chunk)})"] if column else where
+        sql = f"SELECT {RECORD_COLUMNS} FROM records" + (f" WHERE {' AND '.join(clause)}" if clause else "")
+        found.update((row["id"], row_to_record(row)) for row in conn.execute(sql, (*params, *chunk)))
+    return [found[i] for i in sorted(found)]
+
+
+def retire(conn: sqlite3.Connection, successors: dict[int, int | None], valid_to: str) -> None:
+    """Set valid_to on each record and superseded_by to its successor (None: retired, no successor)."""
+    conn.executemany(
+        "UPDATE records SET valid_to = ?, superseded_by = ? WHERE id = ?",
+        [(valid_to, new, old) for old, new in successors.items()],
+    )
+
+
+def restore(conn: sqlite3.Connection, ids: Sequence[int], moves: dict[int, tuple[str, str, int]]) -> None:
+    """Make records current again and move some to another document (source, doc_id, position)."""
+    conn.executemany("UPDATE records SET valid_to = NULL, superseded_by = NULL WHERE id = ?",
+                     [(i,) for i in ids])
+    conn.executemany("UPDATE records SET source = ?, doc_id = ?, position = ? WHERE id = ?",
+                     [(*where, i) for i, where in moves.items()])
+
+
+def delete_records(conn: sqlite3.Connection, ids: Sequence[int]) -> list[int]:
+    """Delete records (FTS follows by trigger); returns the ids that existed.
+
+    Records a deleted one had superseded point to its own successor instead (following the chain
+    past other deleted records), or to nothing: their valid_to stays, so they stay out of the
+    current memory rather than silently becoming current again.
+    """
+    doomed = set(fetch_records(conn, ids))
+    if not doomed:
+        return []
+    successor: dict[int, int | None] = {}
+    for chunk in chunks(sorted(doomed)):
+        rows = conn.execute(f"SELECT id, superseded_by FROM records WHERE id IN ({marks(chunk)})", tuple(chunk))
+        successor.update((row[0], row[1]) for row in rows)
+
+    def survivor(record_id: int | None) -> int | None:
+        seen: set[int] = set()
+        while record_id is not None and record_id in doomed and record_id not in seen:
+            seen.add(record_id)
+            record_id = successor.get(record_id)
+        return None if record_id in doomed else record_id
+
+    for chunk in chunks(sorted(doomed)):
+        rows = conn.execute(
+            f"SELECT id, superseded_by FROM records WHERE superseded_by IN ({marks(chunk)})", tuple(chunk)
+        ).fetchall()
+        conn.executemany("UPDATE records SET superseded_by = ? WHERE id = ?",
+                         [(survivor(row[1]), row[0]) for row in rows if row[0] not in doomed])
+    order = sorted(doomed)
+    # Referrers among the doomed are cleared first, so the deletes never trip the foreign key.
+    for chunk in chunks(order):
+        conn.execute(f"UPDATE records SET superseded_by = NULL WHERE id IN ({marks(chunk)})", tuple(chunk))
+    for chunk in chunks(order):
+        conn.execute(f"DELETE FROM records WHERE id IN ({marks(chunk)})", tuple(chunk))
+    return order
+
+
+
+# -- re-embedding: new vectors wait in a temporary table (private to the connection, gone if the
+# process dies) and replace the old ones in one UPDATE, so a store never mixes the two.
+
+
+def texts_page(conn: sqlite3.Connection, after_id: int, limit: int) -> list[tuple[int, str]]:
+    """(id, text) of up to `limit` records of any kind with id > after_id, in id order."""
+    return [(row[0], row[1]) for row in
+            conn.execute("SELECT id, text FROM records WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit))]
+
+
+def create_staging(conn: sqlite3.Connection) -> None:
+    conn.execute("DROP TABLE IF EXISTS temp.reembed_staging")
+    conn.execute("CREATE TEMP TABLE reembed_staging (id INTEGER PRIMARY KEY, vector BLOB NOT NULL)")
+
+
+def stage_vectors(conn: sqlite3.Connection, ids: Sequence[int], vectors: np.ndarray) -> None:
+    conn.execute("BEGIN")  # writes only the temp database: takes no lock on the store
+    try:
+        conn.executemany("INSERT INTO temp.reembed_staging (id, vector) VALUES (?, ?)",
+                         [(int(i), np.ascontiguousarray(v, dtype="<f4").tobytes()) for i, v in zip(ids, vectors)])
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def swap_staged_vectors(conn: sqlite3.Connection, path: Path) -> None:
+    """Inside a transaction: give every record its staged vector; StoreError if one has none."""
+    missing = conn.execute(
+        "SELECT COUNT(*) FROM records WHERE id NOT IN (SELECT id FROM temp.reembed_staging)").fetchone()[0]
+    if missing:
+        raise StoreError(f"{missing} records of the store at {path} have no new vector; run the re-embedding again")
+    # A correlated subquery rather than UPDATE ... FROM, which needs SQLite 3.33.
+    conn.execute("UPDATE records SET vector = (SELECT s.vector FROM temp.reembed_staging AS s WHERE s.id = records.id)")
+
+
+def drop_staging(conn: sqlite3.Connection) -> None:
+    conn.execute("DROP TABLE IF EXISTS temp.reembed_staging")
 
 def chunks(values: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
     for start in range(0, len(values), size):

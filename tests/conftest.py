@@ -77,3 +77,20 @@ def write(path: Path, text: str | bytes) -> Path:
 
 def doc(folder: Path, name: str, date: str, body: str, domain: str = "orgs") -> Path:
     return write(folder / name, f"---\ndate: {date}\ndomain: {domain}\n---\n{body}\n")
+
+
+@pytest.fixture(scope="session")
+def milvus_server(tmp_path_factory: pytest.TempPathFactory):
+    """URL of a Milvus server for the session: milvus-lite's gRPC server in a thread of this process.
+
+    Stores reach it by URL as they would a Milvus standalone or cluster, and other processes can
+    connect too. Tests sharing it stay isolated: each store's collections are named by its store id.
+    """
+    try:
+        from milvus_lite.adapter.grpc.server import start_server_in_thread
+    except ImportError:
+        pytest.skip("pip install pymilvus milvus-lite")
+    server, db, port = start_server_in_thread(str(tmp_path_factory.mktemp("milvus-server")), port=0)
+    yield f"http://127.0.0.1:{port}"
+    server.stop(grace=0)
+    db.close()

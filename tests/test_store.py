@@ -1,31 +1,20 @@
-"""Tests of memory_store against real SQLite and FAISS (no mocks), on tiny seeded vectors."""
+"""FAISS-specific tests of memory_store (index files on disk), on tiny seeded vectors.
+
+Behaviour every backend shares is tested once per backend in test_store_contract.py.
+"""
 
 from __future__ import annotations
 
 import logging
 import sqlite3
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from memory_store import (
-    FORMAT_VERSION,
-    EmbedderMismatch,
-    FormatVersionError,
-    MemoryStore,
-    Record,
-    StoreError,
-    StoreLocked,
-    content_hash,
-    open_store,
-)
+from memory_store import EmbedderMismatch, Record, StoreError, open_store
 
 DIM = 12
 EMBEDDER = "test-embedder"
-REPO = Path(__file__).resolve().parents[1]
 
 
 def unit(rng: np.random.Generator, n: int, dim: int = DIM) -> np.ndarray:
@@ -40,77 +29,6 @@ def knowledge(n: int, **kw) -> list[Record]:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
-
-
-@pytest.fixture
-def store(tmp_path):
-    with open_store(tmp_path / "kb", dim=DIM, embedder=EMBEDDER) as s:
-        yield s
-
-
-def test_round_trip_add_search_get_count(store, rng):
-    assert isinstance(store, MemoryStore)
-    records, vecs = knowledge(20), unit(rng, 20)
-    ids = store.add(records, vecs)
-    assert len(ids) == 20 and len(set(ids)) == 20
-    assert [r.id for r in records] == ids
-    assert store.count() == store.count("knowledge") == 20 and store.count("exemplar") == 0
-
-    # A slightly perturbed copy of vector 7 must find record 7 first, near cosine 1.
-    query = vecs[7] + 0.01 * rng.standard_normal(DIM).astype(np.float32)
-    hits = store.search(query * 5.0, k=3)  # not normalised: the store normalises defensively
-    assert hits[0].record.id == ids[7]
-    assert hits[0].record.text == "fact number 7 about topic7"
-    assert hits[0].score == pytest.approx(1.0, abs=0.01)
-    assert hits[0].score >= hits[1].score >= hits[2].score
-
-    got = store.get([ids[3], 999_999, ids[1]])
-    assert [r.text for r in got] == [records[3].text, records[1].text]
-    assert got[0].source == "t.txt" and got[0].content_hash == content_hash(records[3].text)
-    assert [r.id for r in store.records(kind="knowledge")] == sorted(ids)
-
-    back = store.vectors([ids[5], ids[0]])
-    assert back.shape == (2, DIM) and back.dtype == np.float32
-    np.testing.assert_allclose(back, vecs[[5, 0]], atol=1e-6)
-    assert store.vectors([]).shape == (0, DIM)
-    with pytest.raises(ValueError, match="no records with ids"):
-        store.vectors([ids[0], 999_999])
-
-
-def test_record_fields_survive_storage(store, rng):
-    rec = Record(
-        text="Alice works at Acme", kind="knowledge", domain="hr", doc_id="d1", position=4,
-        observed_at="2025-01-02", valid_from="2025-01-01", subject="Alice", relation="works at",
-        object="Acme", adapter_version="a1", meta={"lang": "en", "tags": ["x", 1]},
-    )
-    [rid] = store.add([rec], unit(rng, 1))
-    [back] = store.get([rid])
-    assert back == rec  # every field, meta JSON included, comes back equal
-
-
-def test_duplicates_by_content_hash_are_skipped(store, rng):
-    first = store.add(
-        [Record(text="Paris is in France"), Record(text="Paris   is in\nFrance"), Record(text="Rome")],
-        unit(rng, 3),
-    )
-    assert len(first) == 2  # the second differs only in whitespace: same content hash
-    dup = Record(text="Paris is in France")
-    again = store.add([dup, Record(text="Oslo")], unit(rng, 2))
-    assert len(again) == 1 and dup.id == 0
-    assert store.count() == 3
-    # The same text as another kind is a different memory.
-    assert len(store.add([Record(text="Rome", kind="exemplar")], unit(rng, 1))) == 1
-    assert store.existing_hashes([content_hash("Rome"), content_hash("Berlin")]) == {content_hash("Rome")}
-
-
-def test_bad_vectors_are_rejected(store, rng):
-    with pytest.raises(EmbedderMismatch, match="12 dims"):
-        store.add(knowledge(2), unit(rng, 2, dim=DIM + 1))
-    with pytest.raises(ValueError, match="2 records but 3 vectors"):
-        store.add(knowledge(2), unit(rng, 3))
-    with pytest.raises(EmbedderMismatch):
-        store.search(unit(rng, 1, dim=4)[0])
-    assert store.count() == 0
 
 
 def test_reopen_persists_and_rebuilds_damaged_index(tmp_path, rng, caplog):
@@ -139,221 +57,28 @@ def test_reopen_persists_and_rebuilds_damaged_index(tmp_path, rng, caplog):
         assert not caplog.records
 
 
-def test_index_out_of_sync_with_sqlite_is_rebuilt(tmp_path, rng, caplog):
+def test_refused_open_leaves_index_files_untouched(tmp_path, rng):
     path = tmp_path / "kb"
-    vecs = unit(rng, 6)
     with open_store(path, dim=DIM, embedder=EMBEDDER) as s:
-        s.add(knowledge(5), vecs[:5])
-    # Simulate a crash between the SQLite commit and the index write: a row the index lacks.
-    conn = sqlite3.connect(path / "store.sqlite")
-    with conn:
-        conn.execute(
-            "INSERT INTO records (kind, text, content_hash, vector) VALUES ('knowledge', ?, ?, ?)",
-            ("a late arrival", content_hash("a late arrival"), vecs[5].astype("<f4").tobytes()),
-        )
-    conn.close()
-    with caplog.at_level(logging.WARNING, logger="memory_store"):
-        with open_store(path, dim=DIM, embedder=EMBEDDER) as s:
-            hit = s.search(vecs[5], k=1)[0]
-            assert hit.record.text == "a late arrival" and hit.score == pytest.approx(1.0, abs=1e-5)
-            assert [h.record.text for h in s.lexical_search("late arrival")] == ["a late arrival"]
-    assert any("out of sync" in r.getMessage() for r in caplog.records)
-
-
-def test_another_process_additions_are_seen_without_reopening(tmp_path, rng):
-    path = tmp_path / "kb"
-    vecs = unit(rng, 2)
-    with open_store(path, dim=DIM, embedder=EMBEDDER) as reader, \
-            open_store(path, dim=DIM, embedder=EMBEDDER) as writer:
-        writer.add([Record(text="written elsewhere")], vecs[:1])
-        assert reader.search(vecs[0], k=1)[0].record.text == "written elsewhere"
-        reader.add([Record(text="then here")], vecs[1:])
-    with open_store(path, dim=DIM, embedder=EMBEDDER) as s:
-        assert s.count() == 2 and s.search(vecs[0], k=1)[0].record.text == "written elsewhere"
-
-
-def test_embedder_or_dim_mismatch_raises_and_leaves_store_untouched(tmp_path, rng):
-    path = tmp_path / "kb"
-    vecs = unit(rng, 3)
-    with open_store(path, dim=DIM, embedder=EMBEDDER) as s:
-        ids = s.add(knowledge(3), vecs)
+        s.add(knowledge(3), unit(rng, 3))
     before = {p.name: p.read_bytes() for p in path.glob("index-*.faiss")}
-
-    with pytest.raises(EmbedderMismatch, match=r"'test-embedder' \(12 dims\) but 'other' \(768 dims\)"):
-        open_store(path, dim=768, embedder="other")
-    with pytest.raises(EmbedderMismatch, match="open it with 'test-embedder'"):
-        open_store(path, dim=DIM + 4, embedder=EMBEDDER)
-
-    assert {p.name: p.read_bytes() for p in path.glob("index-*.faiss")} == before
-    with open_store(path, dim=0, embedder=EMBEDDER, create=False) as s:  # dim=0: the stored width
-        assert s.dim == DIM and s.search(vecs[0], k=1)[0].record.id == ids[0]
+    assert before
     with pytest.raises(EmbedderMismatch):
-        open_store(path, dim=0, embedder="other")
+        open_store(path, dim=768, embedder="other")
+    with pytest.raises(StoreError, match="backend 'faiss' but 'milvus'"):
+        open_store(path, dim=DIM, embedder=EMBEDDER, backend="milvus")
+    assert {p.name: p.read_bytes() for p in path.glob("index-*.faiss")} == before
+
+
+def test_store_from_before_backends_were_recorded_is_a_faiss_store(tmp_path, rng):
+    path, vecs = tmp_path / "kb", unit(rng, 2)
     with open_store(path, dim=DIM, embedder=EMBEDDER) as s:
-        assert s.count() == 3 and s.search(vecs[1], k=1)[0].record.id == ids[1]
-        assert s.get_meta("embedder") == EMBEDDER and s.get_meta("dim") == DIM
-        assert s.get_meta("format_version") == FORMAT_VERSION
-
-
-def test_missing_store_and_newer_format(tmp_path):
-    with pytest.raises(StoreError, match="no memory store at"):
-        open_store(tmp_path / "nowhere", dim=DIM, embedder=EMBEDDER, create=False)
-    assert not (tmp_path / "nowhere").exists()
-    with pytest.raises(ValueError, match="dim=0"):
-        open_store(tmp_path / "nowhere", dim=0, embedder=EMBEDDER)
-
-    path = tmp_path / "kb"
-    open_store(path, dim=DIM, embedder=EMBEDDER).close()
+        ids = s.add(knowledge(2), vecs)
     conn = sqlite3.connect(path / "store.sqlite")
     with conn:
-        conn.execute("UPDATE meta SET value = ? WHERE key = 'format_version'", (str(FORMAT_VERSION + 1),))
+        conn.execute("DELETE FROM meta WHERE key IN ('backend', 'store_id')")
     conn.close()
-    with pytest.raises(FormatVersionError, match="upgrade"):
-        open_store(path, dim=DIM, embedder=EMBEDDER)
-
-
-def test_lexical_search_and_hostile_queries(store, rng):
-    texts = [
-        "The quokka is a small marsupial",
-        "Marsupials live in Australia",
-        "Kangaroos are marsupials too",
-        "Python is a programming language",
-    ]
-    ids = store.add([Record(text=t) for t in texts], unit(rng, 4))
-    store.add([Record(text="quokka exemplar", kind="exemplar")], unit(rng, 1))
-
-    hits = store.lexical_search("Where does the QUOKKA live?")
-    assert hits[0].record.id == ids[0]
-    assert all(h.record.kind == "knowledge" for h in hits)
-    assert all(a.score >= b.score for a, b in zip(hits, hits[1:]))
-    assert [h.record.id for h in store.lexical_search("quokka", k=5)] == [ids[0]]
-
-    for hostile in ['"AND OR ( NEAR*', "NEAR(a b", "col:quokka", '"""', "a' OR 1=1; --", "^*-+"]:
-        store.lexical_search(hostile)  # must not raise
-    assert [h.record.id for h in store.lexical_search('"quokka" AND (')] == [ids[0]]
-    assert store.lexical_search("") == [] and store.lexical_search("?! -- ()") == []
-
-
-def test_lexical_search_domain_filter(store, rng):
-    store.add(
-        [Record(text="zebra stripes", domain="zoo"), Record(text="zebra crossing", domain="roads")],
-        unit(rng, 2),
-    )
-    assert [h.record.text for h in store.lexical_search("zebra", domain="roads")] == ["zebra crossing"]
-
-
-def test_document_frequencies(store, rng):
-    texts = ["apple banana", "apple cherry", "Apple apple apple", "durian"]
-    store.add([Record(text=t) for t in texts], unit(rng, 4))
-    store.add([Record(text="apple exemplar", kind="exemplar")], unit(rng, 1))
-    assert store.document_frequencies(["apple", "Banana", "durian", "mango"]) == {
-        "apple": 3, "banana": 1, "durian": 1, "mango": 0,
-    }
-
-
-def test_supersede_find_facts_and_as_of(store, rng):
-    v = unit(rng, 2)
-    old = Record(text="The CEO of Acme is Bob", subject="Acme", relation="CEO", object="Bob",
-                 valid_from="2020-01-01")
-    new = Record(text="The CEO of Acme is Carol", subject="Acme", relation="CEO", object="Carol",
-                 valid_from="2025-03-01")
-    # Nearly the same vector: dense search alone cannot tell them apart.
-    store.add([old], v[:1])
-    store.add([new], v[:1] + 0.01 * v[1:])
-
-    assert [r.object for r in store.find_facts("  acme ", "ceo")] == ["Bob", "Carol"]
-    store.supersede([old.id], new.id, "2025-03-01")
-
-    [kept] = store.get([old.id])
-    assert kept.superseded_by == new.id and kept.valid_to == "2025-03-01"
-    assert store.count() == 2
-    assert [r.object for r in store.find_facts("ACME", "CEO")] == ["Carol"]
-
-    def texts(as_of):
-        return [h.record.object for h in store.search(v[0], k=5, as_of=as_of)]
-
-    assert texts("2024-06-30") == ["Bob"]
-    assert texts("2025-03-01") == ["Carol"]
-    assert texts("2025-06-30T10:00:00") == ["Carol"]
-    assert texts("2019-01-01") == []
-    assert sorted(texts(None)) == ["Bob", "Carol"]  # without as_of, history is searchable
-
-    with pytest.raises(ValueError, match="no records with ids"):
-        store.supersede([123456], new.id, "2025-03-01")
-
-
-def test_kind_and_domain_separation(store, rng):
-    vecs = unit(rng, 30)
-    exemplars = [Record(text=f"exemplar {i}", kind="exemplar") for i in range(10)]
-    store.add(exemplars, vecs[:10])
-    facts = [Record(text=f"fact {i}", domain="a" if i % 5 else "b") for i in range(20)]
-    store.add(facts, vecs[10:])
-
-    for i in range(10):  # querying with an exemplar's own vector still returns only knowledge
-        hits = store.search(vecs[i], k=30)
-        assert hits and all(h.record.kind == "knowledge" for h in hits)
-    assert store.search(vecs[0], k=1, kind="exemplar")[0].record.id == exemplars[0].id
-
-    only_b = store.search(vecs[11], k=10, domain="b")
-    assert sorted(h.record.text for h in only_b) == ["fact 0", "fact 10", "fact 15", "fact 5"]
-    assert [r.text for r in store.records(kind="exemplar")] == [r.text for r in exemplars]
-
-    # A small domain far from the query: the first over-fetch misses it, widening must not.
-    many = unit(rng, 300)
-    store.add([Record(text=f"filler {i}", domain="big") for i in range(300)], many)
-    rare = [Record(text=f"rare {i}", domain="rare") for i in range(3)]
-    store.add(rare, -many[:3])  # opposite of the query's neighbours: ranked last
-    hits = store.search(many[0], k=3, domain="rare")
-    assert sorted(h.record.text for h in hits) == ["rare 0", "rare 1", "rare 2"]
-    assert len(list(store.records(domain="b"))) == 4
-
-
-def test_meta_round_trip_and_reserved_keys(tmp_path):
-    path = tmp_path / "kb"
     with open_store(path, dim=DIM, embedder=EMBEDDER) as s:
-        assert s.get_meta("config", default={}) == {}
-        s.set_meta("config", {"gate": 0.5, "names": ["x"]})
-        with pytest.raises(ValueError, match="managed by the store"):
-            s.set_meta("dim", 3)
-    with open_store(path, dim=DIM, embedder=EMBEDDER) as s:
-        assert s.get_meta("config") == {"gate": 0.5, "names": ["x"]}
-    with pytest.raises(StoreError, match="closed"):
-        s.count()
-
-
-HOLD_LOCK = """
-import sys
-from memory_store.lock import WriteLock
-lock = WriteLock(sys.argv[1])
-lock.acquire()
-print("locked", flush=True)
-sys.stdin.readline()
-lock.release()
-"""
-
-
-def test_write_lock_blocks_other_process_until_released(store, rng):
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD_LOCK, str(store.path / "write.lock")],
-        cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-    )
-    try:
-        assert holder.stdout.readline().strip() == "locked"
-        store.lock_timeout = 0.3
-        with pytest.raises(StoreLocked, match=rf"another process \(pid {holder.pid}\)"):
-            store.add(knowledge(1), unit(rng, 1))
-        with pytest.raises(StoreLocked):
-            store.set_meta("k", 1)
-        assert store.count() == 0
-        assert store.search(unit(rng, 1)[0]) == []  # readers are not blocked
-    finally:
-        holder.communicate("\n", timeout=10)
-    assert holder.returncode == 0
-    assert len(store.add(knowledge(1), unit(rng, 1))) == 1
-
-
-def test_write_lock_is_reentrant(store, rng):
-    with store.write_lock(), store.write_lock(timeout=0):
-        store.add(knowledge(2), unit(rng, 2))
-        store.set_meta("k", "v")
-    assert store.count() == 2 and store.get_meta("k") == "v"
+        assert s.search(vecs[1], k=1)[0].record.id == ids[1]
+    with pytest.raises(StoreError, match="created with memory backend 'faiss'"):
+        open_store(path, dim=DIM, embedder=EMBEDDER, backend="milvus")

@@ -3,16 +3,36 @@
 Every file is read and parsed before anything is written, so a bad file in strict mode stores
 nothing. Chunks are embedded and committed in batches: a killed process loses at most the batch
 it had not acknowledged, and re-running the same ingest skips what is already stored (content hash).
+
+Upserts by source (DESIGN.md section 5: nothing is silently deleted). A document is identified by
+its `source` (the resolved path, or the `source` its front matter / JSONL line names); after the
+new chunks are stored, each source read in this run is reconciled with what the store holds:
+
+* a current chunk of the source that its new version no longer contains is retired: `valid_to` =
+  the ingest time and `superseded_by` = its successor, the chunk of the same document (`doc_id`)
+  that the new version brought in (added or restored by this run, or first seen after the old
+  chunk) most similar to it by cosine; none when the document brought nothing in (text removed);
+* a chunk the new version contains that is not current (a reverted edit; or a chunk another
+  document shared and then dropped) becomes current again and moves to this document, unless a
+  newer structured fact superseded it (facts are decided by date, not by file contents);
+* chunks in both versions (same content hash) simply stay current: unchanged files cost no
+  embedding at all.
+
+`prune` retires the current chunks of files under the given folders that no longer exist. The
+write lock is held for the whole run, so two ingests never reconcile the same source at once.
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Sequence
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from kupdate.config import Config
 from kupdate.errors import InputError
@@ -32,6 +52,9 @@ class IngestReport:
     added: int = 0
     duplicates: int = 0
     superseded: int = 0
+    retired: int = 0
+    restored: int = 0
+    pruned: int = 0
     skipped: list[dict[str, str]] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -92,12 +115,27 @@ def _supersede_facts(store: Any, added: list[Record]) -> int:
 
 def ingest(store: Any, embedder: Any, paths: Sequence[str | Path], cfg: Config, *,
            domain: str | None = None, as_of: str | None = None, skip_bad: bool = False,
-           progress: bool = False) -> IngestReport:
-    """Ingest files, folders or globs into `store`; returns what was added, skipped and why."""
+           progress: bool = False, prune: bool = False) -> IngestReport:
+    """Ingest files, folders or globs into `store`; returns what was added, retired, skipped and why.
+
+    Changed files replace their old chunks (kept in history, see the module docstring); with
+    `prune`, chunks of files under the given folders that no longer exist are retired too.
+    """
     start = time.perf_counter()
     report = IngestReport()
     as_of = parse_date(as_of, where="--as-of") if as_of else None
     docs = collect(paths, cfg, skip_bad=skip_bad, report=report)
+    with store.write_lock():
+        _store_documents(store, embedder, docs, cfg, report, domain=domain, as_of=as_of, progress=progress)
+        if prune:
+            report.pruned = _prune(store, paths, now_iso())
+    report.seconds = round(time.perf_counter() - start, 3)
+    return report
+
+
+def _store_documents(store: Any, embedder: Any, docs: list[Document], cfg: Config, report: IngestReport, *,
+                     domain: str | None, as_of: str | None, progress: bool) -> None:
+    """Embed and add the chunks not yet stored, then reconcile each source with its new version."""
     observed_at = now_iso()
     records: list[Record] = []
     for doc in docs:
@@ -123,8 +161,91 @@ def ingest(store: Any, embedder: Any, paths: Sequence[str | Path], cfg: Config, 
         report.superseded += _supersede_facts(store, added)
         bar.update(len(part))
     bar.close()
-    report.seconds = round(time.perf_counter() - start, 3)
-    return report
+    report.retired, report.restored = _reconcile(store, records, {r.id for r in todo if r.id}, observed_at)
+
+
+def _is_current(record: Record) -> bool:
+    return record.valid_to is None and record.superseded_by is None
+
+
+def _reconcile(store: Any, chunks: list[Record], added_ids: set[int], now: str) -> tuple[int, int]:
+    """Make the store's current chunks of every source in `chunks` equal its new version.
+
+    Returns (retired, restored). Idempotent: re-running after a crash finishes the job.
+    """
+    if not chunks:
+        return 0, 0
+    new_hashes: dict[str, set[str]] = defaultdict(set)  # source -> hashes of its new version
+    doc_hashes: dict[str, set[str]] = defaultdict(set)  # doc_id -> hashes of its new version
+    home: dict[str, Record] = {}  # hash -> the chunk of this run that holds it (first one)
+    for c in chunks:
+        new_hashes[c.source].add(c.content_hash)
+        doc_hashes[c.doc_id].add(c.content_hash)
+        home.setdefault(c.content_hash, c)
+    held = {r.content_hash: r for r in store.find(hashes=list(home))}  # the stored record of each
+
+    # 1. Chunks the new versions contain but that are not current (or belong to a source that
+    #    dropped them) become current in the document that holds them now.
+    restore: list[int] = []
+    moves: dict[int, tuple[str, str, int]] = {}
+    for h, r in held.items():
+        still_home = h in new_hashes.get(r.source, ())
+        if not _is_current(r):
+            if r.subject is not None and r.superseded_by is not None:
+                continue  # a newer structured fact replaced it: the dates decide, not the file
+            restore.append(r.id)
+        elif still_home or r.source not in new_hashes:
+            continue  # its own document still says it, or was not re-read: leave it
+        if not still_home:
+            c = home[h]
+            moves[r.id] = (c.source, c.doc_id, c.position)
+    if restore or moves:
+        store.restore(restore, moves)
+    restored = set(restore)
+
+    # 2. Current chunks of the re-read sources that their new versions no longer contain.
+    gone = [r for r in store.find(sources=list(new_hashes))
+            if _is_current(r) and r.id not in restored and r.id not in moves
+            and r.content_hash not in new_hashes[r.source]]
+    if not gone:
+        return 0, len(restore)
+    brought_in = added_ids | restored
+    candidates = {r.id: [held[h] for h in doc_hashes.get(r.doc_id, ()) if h in held]
+                  for r in gone if r.subject is None}
+    wanted = {r.id for r in gone} | {c.id for cs in candidates.values() for c in cs}
+    vectors = dict(zip(sorted(wanted), store.vectors(sorted(wanted))))
+    successors: dict[int, int | None] = {}
+    for r in gone:
+        if r.subject is not None:
+            # A structured fact is superseded only by a fact with its subject and relation (see
+            # _supersede_facts); a removed line is simply retired.
+            successors[r.id] = None
+            continue
+        fresh = [c for c in candidates[r.id]
+                 if c.id != r.id and (c.id in brought_in or c.observed_at > r.observed_at)]
+        successors[r.id] = _most_similar(vectors[r.id], fresh, vectors)
+    store.retire(successors, now)
+    return len(successors), len(restore)
+
+
+def _most_similar(vector: np.ndarray, candidates: Iterable[Record], vectors: dict[int, np.ndarray]) -> int | None:
+    """Id of the candidate whose vector has the highest cosine with `vector` (lowest id on ties)."""
+    best: tuple[float, int] | None = None
+    for c in sorted(candidates, key=lambda c: c.id):
+        score = float(vectors[c.id] @ vector)
+        if best is None or score > best[0]:
+            best = (score, c.id)
+    return None if best is None else best[1]
+
+
+def _prune(store: Any, paths: Sequence[str | Path], now: str) -> int:
+    """Retire the current chunks of files under the given folders that no longer exist."""
+    folders = [Path(p).expanduser().resolve() for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
+    gone = {r.id: None for folder in folders if folder.is_dir()
+            for r in store.find(under=str(folder))
+            if _is_current(r) and not Path(r.source).exists()}
+    store.retire(gone, now)
+    return len(gone)
 
 
 def _progress(total: int, enabled: bool) -> Any:

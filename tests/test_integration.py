@@ -1,0 +1,56 @@
+"""End to end with the real default models (MiniLM + SmolLM2-135M-Instruct). Marked `integration`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT, doc
+
+from kupdate import KnowledgeBase
+from kupdate.cli.main import run
+from kupdate.text import hits
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def real_kb(tmp_path_factory):
+    kb = KnowledgeBase.init(tmp_path_factory.mktemp("real") / "kb")
+    yield kb
+    kb.close()
+
+
+def test_newer_document_wins_with_the_real_models(real_kb, tmp_path):
+    docs = tmp_path / "docs"
+    doc(docs, "zentara-2022.md", "2022-05-01",
+        "Zentara Dynamics is headquartered in Lisbon. The company designs wind turbine blades.")
+    doc(docs, "zentara-2025.md", "2025-03-01",
+        "Zentara Dynamics is headquartered in Rotterdam. The company designs wind turbine blades.")
+    assert real_kb.ingest([docs]).added == 2
+    answer = real_kb.ask("Where is Zentara Dynamics headquartered?")
+    assert answer.gate.open
+    assert hits(answer.answer, "Rotterdam") and not hits(answer.answer, "Lisbon"), answer.answer
+    assert answer.citations[0].record.source.endswith("zentara-2025.md")
+    assert any(m.outdated and m.record.source.endswith("zentara-2022.md") for m in answer.memories)
+
+
+def test_unrelated_question_keeps_gate_shut_and_equals_no_memory(real_kb, tmp_path, capsys):
+    doc(tmp_path / "docs", "zentara.md", "2025-03-01", "Zentara Dynamics is headquartered in Rotterdam.")
+    real_kb.ingest([tmp_path / "docs"])
+    question = "What is the capital of Italy?"
+    assert run(["ask", question, "--kb", str(real_kb.path), "--json"]) == 0
+    gated = json.loads(capsys.readouterr().out)
+    assert run(["ask", question, "--kb", str(real_kb.path), "--no-memory", "--json"]) == 0
+    base = json.loads(capsys.readouterr().out)
+    assert gated["gate"]["open"] is False and gated["memories"] == []
+    assert gated["answer"] == base["answer"]
+
+
+def test_demo_gives_every_changed_fact_its_fresh_value(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "examples" / "demo.py"), "--kb", str(tmp_path / "demo")],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
+    assert "Changed facts answered with the fresh value: 6/6" in proc.stdout
