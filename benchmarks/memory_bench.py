@@ -326,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dim", type=int, default=384, help="vector width (MiniLM: 384)")
     p.add_argument("--sentences", type=int, default=4000, help="synthetic sentences to ingest")
     p.add_argument("--embedder", default="all-minilm-l6-v2", help="embedder for the ingest part")
-    p.add_argument("--ef", default="32,64,128", help="extra HNSW efSearch values to measure")
+    p.add_argument("--ef", default="64,96,128", help="extra HNSW efSearch values to measure")
     p.add_argument("--nprobe", default="8,16,64", help="extra IVF nprobe values to measure")
     p.add_argument("--threads", type=int, default=2, help="faiss OpenMP threads")
     p.add_argument("--seed", type=int, default=0)

@@ -41,6 +41,8 @@ def init(
     embedder: Annotated[str | None, typer.Option(help="Embedder: HF id or local folder (default: all-MiniLM-L6-v2).")] = None,
     device: Annotated[str | None, typer.Option(help="'auto', 'cpu' or 'cuda'.")] = None,
     exemplars: Annotated[Path | None, typer.Option(help="JSONL of {\"question\": ...} the memory must not touch (default: the shipped set).")] = None,
+    backend: Annotated[str | None, typer.Option(help="Memory backend: 'faiss' (default) or 'milvus'.")] = None,
+    milvus_uri: Annotated[str | None, typer.Option(help="With --backend milvus: a milvus-lite file or a server URL (http://host:19530).")] = None,
     json_: JsonOpt = False,
 ) -> None:
     """Create a knowledge base: config, memory, exemplars with the base model's answers.
@@ -48,10 +50,12 @@ def init(
     Example:
 
         kupdate init --kb ./my-kb
+        kupdate init --kb ./big-kb --backend milvus --milvus-uri http://milvus:19530
     """
     from kupdate import KnowledgeBase
 
     with KnowledgeBase.init(kb, model=model, embedder=embedder, device=device, exemplars=exemplars,
+                            backend=backend, uri=milvus_uri,
                             progress=stderr_is_tty()) as k:
         status = k.status()
     if json_:

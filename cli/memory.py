@@ -26,8 +26,7 @@ def reindex(
 ) -> None:
     """Re-embed every memory (and exemplar) with an embedder, rebuild the index, recalibrate the gate.
 
-    Switching embedder updates kupdate.toml. Until the very end the KB keeps its old vectors,
-    so an interrupted reindex changes nothing.
+    Switching embedder updates kupdate.toml. An interrupted reindex changes nothing.
 
     Example:
 

@@ -74,13 +74,19 @@ class KnowledgeBase:
     # -- lifecycle -------------------------------------------------------------------------------
     @classmethod
     def init(cls, path: str | Path | None = None, *, model: str | None = None, embedder: str | None = None,
-             device: str | None = None, exemplars: str | Path | None = None,
-             progress: bool = False) -> KnowledgeBase:
-        """Create a KB: write kupdate.toml, store the exemplars with the base model's answers."""
+             device: str | None = None, exemplars: str | Path | None = None, backend: str | None = None,
+             uri: str | None = None, progress: bool = False) -> KnowledgeBase:
+        """Create a KB: write kupdate.toml, store the exemplars with the base model's answers.
+
+        `backend="milvus"` with `uri` (a milvus-lite file or a server URL) keeps vectors in Milvus.
+        """
         kb = paths.resolve_kb(path)
         if (kb / CONFIG_NAME).exists():
             raise KupdateError(f"a knowledge base already exists at {kb}; use it, or pick another --kb")
-        config = load_config(kb, {"model": model, "embedder": embedder, "device": device})
+        overrides: dict[str, Any] = {"model": model, "embedder": embedder, "device": device, "backend": backend}
+        if uri:
+            overrides["memory"] = {"uri": uri}
+        config = load_config(kb, overrides)
         kb.mkdir(parents=True, exist_ok=True)
         try:
             self = cls._create(kb, config)

@@ -72,3 +72,18 @@ def test_kb_from_environment(capsys, kb_path, monkeypatch):
 def test_usage_error_exits_2(capsys):
     code, _, err = cli(capsys, "ask")
     assert code == 2 and "Missing argument" in err
+
+
+def test_milvus_backend_end_to_end(capsys, tmp_path, tiny_llm_dir, exemplars_file):
+    kb = str(tmp_path / "mkb")
+    code, out, err = cli(capsys, "init", "--kb", kb, "--model", str(tiny_llm_dir), "--embedder", "hashing",
+                         "--exemplars", str(exemplars_file), "--backend", "milvus",
+                         "--milvus-uri", str(tmp_path / "milvus.db"), "--json")
+    assert code == 0, err
+    assert 'backend = "milvus"' in (tmp_path / "mkb" / "kupdate.toml").read_text()
+    doc(tmp_path / "docs", "a.md", "2025-01-01", "Veltrane Robotics is led by CEO Ilse Marsh.")
+    code, out, err = cli(capsys, "ingest", str(tmp_path / "docs"), "--kb", kb, "--json")
+    assert code == 0 and json.loads(out)["added"] == 1, err
+    code, out, err = cli(capsys, "ask", "Who is the CEO of Veltrane Robotics?", "--kb", kb, "--json")
+    answer = json.loads(out)
+    assert answer["gate"]["open"] and answer["memories"][0]["text"].endswith("Ilse Marsh.")

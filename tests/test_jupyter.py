@@ -133,7 +133,10 @@ def test_display_escapes_ingested_text_and_questions(tiny_kb, tmp_path):
     assert "<script>" not in page and "<img" not in page
     assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in page and "a&amp;b.md" in page
 
-    from kupdate.jupyter.display import SearchResults
+    from kupdate.jupyter.display import SearchResults, Table
+
+    table = Table(["question", "answer"], [[answer.question, hostile]])._repr_html_()
+    assert "<script>" not in table and "<img" not in table and "&lt;img src=x" in table
 
     found = SearchResults(tiny_kb.search("Veltrane CEO"), query="<b>Veltrane</b>")
     page = found._repr_html_()
@@ -163,7 +166,7 @@ def run_cell(shell, capsys, code: str) -> tuple[object, str, str]:
     return result, out, err
 
 
-def test_load_ext_magics_ask_search_status_in_ipython(kb, shell, capsys, monkeypatch):
+def test_load_ext_magics_ask_search_status_ingest_in_ipython(kb, shell, capsys, monkeypatch, tmp_path):
     monkeypatch.setenv("KUPDATE_KB", str(kb.path))
     result, _, _ = run_cell(shell, capsys, "%load_ext kupdate")
     assert result.success
@@ -182,6 +185,10 @@ def test_load_ext_magics_ask_search_status_in_ipython(kb, shell, capsys, monkeyp
 
     result, out, _ = run_cell(shell, capsys, "%kupdate status")
     assert "records: 2 knowledge" in out
+
+    shell.user_ns["extra"] = str(doc(tmp_path / "more", "orla.md", "2024-05-01", "Orla Institute is in Bergen."))
+    result, out, _ = run_cell(shell, capsys, "%kupdate ingest {extra}")  # IPython expands {extra}
+    assert result.success and "1 files, 1 documents, 1 chunks: 1 added" in out
 
 
 def test_magic_errors_are_one_line(kb, shell, capsys):

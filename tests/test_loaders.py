@@ -13,19 +13,11 @@ import threading
 from pathlib import Path
 
 import pytest
+from conftest import write
 
 from kupdate.errors import InputError
 from kupdate.ingest.dates import now_iso, parse_date
 from kupdate.ingest.loaders import SUPPORTED, Document, expand_paths, load_file
-
-
-def write(path: Path, content: str | bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if isinstance(content, bytes):
-        path.write_bytes(content)
-    else:
-        path.write_text(content, encoding="utf-8")
-    return path
 
 
 def finishes(fn, timeout: float = 10.0):

@@ -10,25 +10,16 @@ import sqlite3
 
 import numpy as np
 import pytest
+import store_helpers
+from store_helpers import EMBEDDER, knowledge
 
-from memory_store import EmbedderMismatch, Record, StoreError, open_store
+from memory_store import EmbedderMismatch, StoreError, open_store
 
 DIM = 12
-EMBEDDER = "test-embedder"
 
 
 def unit(rng: np.random.Generator, n: int, dim: int = DIM) -> np.ndarray:
-    v = rng.standard_normal((n, dim)).astype(np.float32)
-    return v / np.linalg.norm(v, axis=1, keepdims=True)
-
-
-def knowledge(n: int, **kw) -> list[Record]:
-    return [Record(text=f"fact number {i} about topic{i}", source="t.txt", **kw) for i in range(n)]
-
-
-@pytest.fixture
-def rng() -> np.random.Generator:
-    return np.random.default_rng(1234)
+    return store_helpers.unit(rng, n, dim)
 
 
 def test_reopen_persists_and_rebuilds_damaged_index(tmp_path, rng, caplog):

@@ -19,7 +19,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import store_helpers
 from milvus_helpers import drop_collections, needs_milvus
+from store_helpers import EMBEDDER, knowledge
 
 from memory_store import (
     FORMAT_VERSION,
@@ -34,23 +36,12 @@ from memory_store import (
 )
 
 DIM = 12
-EMBEDDER = "test-embedder"
 REPO = Path(__file__).resolve().parents[1]
 FLAVOURS = ["faiss", pytest.param("milvus", marks=needs_milvus), pytest.param("milvus-server", marks=needs_milvus)]
 
 
 def unit(rng: np.random.Generator, n: int, dim: int = DIM) -> np.ndarray:
-    v = rng.standard_normal((n, dim)).astype(np.float32)
-    return v / np.linalg.norm(v, axis=1, keepdims=True)
-
-
-def knowledge(n: int, **kw) -> list[Record]:
-    return [Record(text=f"fact number {i} about topic{i}", source="t.txt", **kw) for i in range(n)]
-
-
-@pytest.fixture
-def rng() -> np.random.Generator:
-    return np.random.default_rng(1234)
+    return store_helpers.unit(rng, n, dim)
 
 
 @pytest.fixture(params=FLAVOURS)

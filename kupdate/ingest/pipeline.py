@@ -41,6 +41,8 @@ from kupdate.ingest.dates import now_iso, parse_date
 from kupdate.ingest.loaders import Document, expand_paths, load_file
 from memory_store import Record
 
+EMBED_GROUP_BATCHES = 8
+
 
 @dataclass
 class IngestReport:
@@ -152,14 +154,19 @@ def _store_documents(store: Any, embedder: Any, docs: list[Document], cfg: Confi
     report.duplicates = len(records) - len(todo)
     bar = _progress(len(todo), progress)
     batch = cfg.ingest.batch_size
-    for i in range(0, len(todo), batch):
-        part = todo[i : i + batch]
-        vectors = embedder.encode([r.text for r in part], batch_size=batch)
-        ids = store.add(part, vectors)
-        added = [r for r in part if r.id in set(ids)]
-        report.added += len(ids)
-        report.superseded += _supersede_facts(store, added)
-        bar.update(len(part))
+    # Embed in groups of several batches (the embedder sorts a call's texts by length, so bigger calls
+    # pad less) but commit batch by batch, so a kill loses at most what was not yet acknowledged.
+    group = batch * EMBED_GROUP_BATCHES
+    for g in range(0, len(todo), group):
+        chunk = todo[g : g + group]
+        vectors = embedder.encode([r.text for r in chunk], batch_size=batch)
+        for i in range(0, len(chunk), batch):
+            part = chunk[i : i + batch]
+            ids = store.add(part, vectors[i : i + batch])
+            added = [r for r in part if r.id in set(ids)]
+            report.added += len(ids)
+            report.superseded += _supersede_facts(store, added)
+            bar.update(len(part))
     bar.close()
     report.retired, report.restored = _reconcile(store, records, {r.id for r in todo if r.id}, observed_at)
 

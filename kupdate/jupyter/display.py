@@ -81,7 +81,8 @@ def search_text(memories: Iterable[Any]) -> str:
 def ingest_text(report: Any) -> str:
     """The summary line `kupdate ingest` prints, plus one line per skipped file."""
     lines = [f"{report.files} files, {report.documents} documents, {report.chunks} chunks: "
-             f"{report.added} added, {report.duplicates} duplicates, {report.superseded} superseded "
+             f"{report.added} added, {report.duplicates} duplicates, {report.superseded} superseded, "
+             f"{report.retired} retired, {report.restored} restored, {report.pruned} pruned "
              f"({report.seconds:.1f} s)"]
     lines += [f"skipped {s['path']}: {s['reason']}" for s in report.skipped]
     return "\n".join(lines)
@@ -89,7 +90,7 @@ def ingest_text(report: Any) -> str:
 
 def status_text(s: Any) -> str:
     lines = [f"knowledge base: {s.kb}", f"model: {s.model}", f"embedder: {s.embedder}", f"device: {s.device}",
-             f"records: {s.knowledge} knowledge ({s.outdated} superseded), {s.exemplars} exemplars"]
+             f"records: {s.knowledge} knowledge ({s.outdated} superseded or retired), {s.exemplars} exemplars"]
     lines += [f"  domain {d}: {n}" for d, n in sorted(s.domains.items())]
     if s.gate:
         lines.append(f"gate threshold: {s.gate['threshold']:.3f} "
@@ -170,3 +171,28 @@ class SearchResults(list):
 
     def __str__(self) -> str:
         return search_text(self)
+
+
+class Table:
+    """A small table of any values: escaped HTML in Jupyter, aligned text elsewhere.
+
+        Table(["question", "answer"], [[a.question, a.answer] for a in answers])
+    """
+
+    def __init__(self, header: list[str], rows: Iterable[Iterable[Any]]) -> None:
+        self.header = list(header)
+        self.rows = [[_one_line("-" if v is None else str(v), 10_000) for v in row] for row in rows]
+
+    def _repr_html_(self) -> str:
+        head = "".join(f'<th style="{_CELL}">{esc(h)}</th>' for h in self.header)
+        body = "".join("<tr>" + "".join(f'<td style="{_CELL}">{esc(v)}</td>' for v in row) + "</tr>"
+                       for row in self.rows)
+        return f'<table class="kupdate-table" style="{_TABLE}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+    def __str__(self) -> str:
+        cells = [[_one_line(v, 50) for v in row] for row in [self.header, *self.rows]]
+        widths = [max(len(r[i]) for r in cells) for i in range(len(self.header))]
+        return "\n".join("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in cells)
+
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
+        p.text(str(self))

@@ -121,7 +121,7 @@ class KupdateMagics(Magics):
     # -- magics --------------------------------------------------------------------------------
     @line_magic("kupdate")
     def kupdate(self, line: str) -> Any:
-        verb, _, rest = line.strip().partition(" ")
+        verb, rest = ([*line.split(None, 1), "", ""])[:2]
         handler = getattr(self, f"_verb_{verb}", None)
         if not verb or verb in ("help", "-h", "--help"):
             print(USAGE)
