@@ -90,10 +90,7 @@ def ingest(
     if json_:
         emit_json(report.to_dict())
         return
-    typer.echo(f"{report.files} files, {report.documents} documents, {report.chunks} chunks: "
-               f"{report.added} added, {report.duplicates} duplicates, {report.superseded} superseded, "
-               f"{report.retired} retired, {report.restored} restored, {report.pruned} pruned "
-               f"({report.seconds:.1f} s)")
+    typer.echo(report.summary())
     for s in report.skipped:
         warn(f"skipped {s['path']}: {s['reason']}")
 
@@ -172,13 +169,7 @@ def status(kb: KbOpt = None, json_: JsonOpt = False) -> None:
     if json_:
         emit_json(s.to_dict())
         return
-    typer.echo(f"knowledge base: {s.kb}\nmodel: {s.model}\nembedder: {s.embedder}\ndevice: {s.device}")
-    typer.echo(f"records: {s.knowledge} knowledge ({s.outdated} superseded or retired), {s.exemplars} exemplars")
-    for d, n in sorted(s.domains.items()):
-        typer.echo(f"  domain {d}: {n}")
-    if s.gate:
-        typer.echo(f"gate threshold: {s.gate['threshold']:.3f} (highest exemplar score {s.gate['max_exemplar_score']:.3f})")
-    typer.echo(f"disk: {s.disk_bytes / 1e6:.1f} MB")
+    typer.echo(s.to_text())
 
 
 def _register_command_groups() -> None:

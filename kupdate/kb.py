@@ -42,6 +42,19 @@ class Status:
     gate: dict[str, Any] | None
     disk_bytes: int
 
+    def to_text(self) -> str:
+        """What `kupdate status` prints."""
+        lines = [f"knowledge base: {self.kb}", f"model: {self.model}", f"embedder: {self.embedder}",
+                 f"device: {self.device}",
+                 f"records: {self.knowledge} knowledge ({self.outdated} superseded or retired), "
+                 f"{self.exemplars} exemplars"]
+        lines += [f"  domain {d}: {n}" for d, n in sorted(self.domains.items())]
+        if self.gate:
+            lines.append(f"gate threshold: {self.gate['threshold']:.3f} "
+                         f"(highest exemplar score {self.gate['max_exemplar_score']:.3f})")
+        lines.append(f"disk: {self.disk_bytes / 1e6:.1f} MB")
+        return "\n".join(lines)
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -247,7 +260,7 @@ class KnowledgeBase:
         questions = [it["question"] for it in items]
         batch = self.config.generation.exemplar_batch_size
         answers: list[str] = []
-        from tqdm.auto import tqdm
+        from tqdm import tqdm  # plain tqdm on stderr: no widget warning in notebooks
 
         for i in tqdm(range(0, len(questions), batch), desc="base answers", unit="batch",
                       disable=not progress, leave=False):

@@ -42,7 +42,7 @@ class ReindexReport:
 def reembed(store: Any, embedder: Any, spec: str, *, batch_size: int, progress: bool = False) -> ReindexReport:
     """Re-embed every record of `store` with `embedder` (named `spec` in the store), showing a
     tqdm bar on stderr when `progress`."""
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # plain tqdm on stderr: no widget warning in notebooks
 
     start = time.perf_counter()
     before, dim_before = store.embedder, store.dim

@@ -60,6 +60,13 @@ class IngestReport:
     skipped: list[dict[str, str]] = field(default_factory=list)
     seconds: float = 0.0
 
+    def summary(self) -> str:
+        """The one-line summary `kupdate ingest` prints."""
+        return (f"{self.files} files, {self.documents} documents, {self.chunks} chunks: "
+                f"{self.added} added, {self.duplicates} duplicates, {self.superseded} superseded, "
+                f"{self.retired} retired, {self.restored} restored, {self.pruned} pruned "
+                f"({self.seconds:.1f} s)")
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -256,7 +263,7 @@ def _prune(store: Any, paths: Sequence[str | Path], now: str) -> int:
 
 
 def _progress(total: int, enabled: bool) -> Any:
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # plain tqdm on stderr: no widget warning in notebooks
 
     return tqdm(total=total, unit="chunk", desc="embedding", disable=not enabled or total == 0, leave=False)
 

@@ -80,23 +80,11 @@ def search_text(memories: Iterable[Any]) -> str:
 
 def ingest_text(report: Any) -> str:
     """The summary line `kupdate ingest` prints, plus one line per skipped file."""
-    lines = [f"{report.files} files, {report.documents} documents, {report.chunks} chunks: "
-             f"{report.added} added, {report.duplicates} duplicates, {report.superseded} superseded, "
-             f"{report.retired} retired, {report.restored} restored, {report.pruned} pruned "
-             f"({report.seconds:.1f} s)"]
-    lines += [f"skipped {s['path']}: {s['reason']}" for s in report.skipped]
-    return "\n".join(lines)
+    return "\n".join([report.summary(), *(f"skipped {s['path']}: {s['reason']}" for s in report.skipped)])
 
 
 def status_text(s: Any) -> str:
-    lines = [f"knowledge base: {s.kb}", f"model: {s.model}", f"embedder: {s.embedder}", f"device: {s.device}",
-             f"records: {s.knowledge} knowledge ({s.outdated} superseded or retired), {s.exemplars} exemplars"]
-    lines += [f"  domain {d}: {n}" for d, n in sorted(s.domains.items())]
-    if s.gate:
-        lines.append(f"gate threshold: {s.gate['threshold']:.3f} "
-                     f"(highest exemplar score {s.gate['max_exemplar_score']:.3f})")
-    lines.append(f"disk: {s.disk_bytes / 1e6:.1f} MB")
-    return "\n".join(lines)
+    return s.to_text()
 
 
 # -- HTML ----------------------------------------------------------------------------------------
