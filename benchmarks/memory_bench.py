@@ -249,6 +249,31 @@ def bench_size(base: np.ndarray, queries: np.ndarray, work: Path, sweep: dict[st
     return rows
 
 
+def bench_milvus(base: np.ndarray, queries: np.ndarray, work: Path) -> dict:
+    """The Milvus backend (milvus-lite, HNSW) through the real store at len(base) vectors."""
+    import faiss
+
+    from memory_store import Record, open_store
+
+    n, dim = base.shape
+    exact = faiss.IndexFlatIP(dim)
+    exact.add(base)
+    truth = exact.search(queries, K)[1] + 1  # SQLite ids start at 1
+    start = time.perf_counter()
+    with open_store(work / "milvus-store", dim=dim, embedder="bench", backend="milvus", index="hnsw") as store:
+        for lo in range(0, n, 10_000):
+            hi = min(lo + 10_000, n)
+            store.add([Record(text=f"record {i}", source="bench") for i in range(lo, hi)], base[lo:hi])
+        build_s = time.perf_counter() - start
+        seconds, found = time_queries(
+            lambda q: np.array([h.record.id for h in store.search(q, k=K)], dtype=np.int64), queries)
+    p50, p95 = percentiles_ms(seconds)
+    row = {"type": "milvus-lite hnsw (store)", "n": n, "setting": "default", "build_s": round(build_s, 2),
+           "p50_ms": p50, "p95_ms": p95, "recall@10": round(recall_at_k(found, truth), 4)}
+    print(json.dumps(row), file=sys.stderr, flush=True)
+    return row
+
+
 def _maxrss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
@@ -275,7 +300,7 @@ def to_markdown(results: dict) -> str:
     ]
     for r in results["search"]:
         lines.append(f"| {r['type']} | {r['n']:,} | {r['setting']} | {r['p50_ms']:.3f} | {r['p95_ms']:.3f} | "
-                     f"{r['recall@10']:.4f} | {r['build_s']} | {r['save_s']} | {r['index_bytes_per_vector']} |")
+                     f"{r['recall@10']:.4f} | {r['build_s']} | {r.get('save_s', '-')} | {r.get('index_bytes_per_vector', '-')} |")
     return "\n".join(lines) + "\n"
 
 
@@ -286,7 +311,7 @@ def plot(results: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    for kind in TYPES:
+    for kind in dict.fromkeys(r["type"] for r in results["search"]):  # flat, hnsw, ivf, then Milvus
         rows = [r for r in results["search"] if r["type"] == kind and r["setting"] == "default"]
         sizes = [r["n"] for r in rows]
         left.plot(sizes, [r["p50_ms"] for r in rows], marker="o", label=kind)
@@ -328,6 +353,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--embedder", default="all-minilm-l6-v2", help="embedder for the ingest part")
     p.add_argument("--ef", default="64,96,128", help="extra HNSW efSearch values to measure")
     p.add_argument("--nprobe", default="8,16,64", help="extra IVF nprobe values to measure")
+    p.add_argument("--milvus-sizes", default="100000",
+                   help="sizes at which to measure the Milvus backend (milvus-lite); '' to skip")
     p.add_argument("--threads", type=int, default=2, help="faiss OpenMP threads")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="output folder (default results/memory_bench/<time>)")
@@ -335,6 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.quick:
         args.sizes, args.queries, args.sentences, args.ef, args.nprobe = "1000,3000", 60, 150, "32", "8"
+        args.milvus_sizes = ""
     import faiss
 
     faiss.omp_set_num_threads(args.threads)
@@ -352,6 +380,10 @@ def main(argv: list[str] | None = None) -> int:
         search = []
         for n in sizes:
             search += bench_size(base[:n], queries, Path(tmp), sweep)
+        milvus_sizes = sorted(int(s) for s in args.milvus_sizes.split(",") if s)
+        if milvus_sizes:
+            base = clustered(max(sizes[-1], milvus_sizes[-1]), args.dim, args.seed)
+        search += [bench_milvus(base[:n], queries, Path(tmp) / f"m{n}") for n in milvus_sizes]
     config = {**vars(args), "k": K, "warmup_queries": WARMUP}
     results = {"config": config, "environment": environment(), "wall_seconds": round(time.perf_counter() - start, 1),
                "ingest": ingest, "search": search}

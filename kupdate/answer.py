@@ -69,25 +69,28 @@ def select(memories: list[Memory], window: float, top_k: int) -> tuple[list[Memo
     return current, outdated
 
 
-def focus(kb: Any, question: str, qvec: np.ndarray, given: list[Memory], n: int) -> list[dict[str, Any]]:
-    """The notes to quote: the `n` sentences of the given memories most relevant to the question.
+def focus(kb: Any, question: str, qvec: np.ndarray, given: list[Memory], n: int,
+          window: float) -> list[dict[str, Any]]:
+    """The notes to quote: the sentences of the given memories most relevant to the question.
 
     A chunk holds several facts; a small model handed all of them copies the wrong one (asked who
-    leads a firm, it answers when the firm was founded). Sentences are scored like memories are.
+    leads a firm, it answers when the firm was founded; asked where it is based, it repeats what it
+    makes). Sentences are scored like memories are; the best `n` within `window` of the best are kept.
     """
     notes = [m.to_dict() for m in given]
     sentences = [(note, s) for note in notes for s in split_sentences(note["text"])]
-    if n <= 0 or len(sentences) <= n:
+    if n <= 0 or len(sentences) <= 1:
         return notes
     vecs = kb.embedder.encode([s for _, s in sentences])
     store = kb.store
     query = QueryTerms.build(question, store.document_frequencies(terms(question)), store.count("knowledge"))
     gate = kb.config.gate
-    scored = [
-        (relevance(query, s, float(v @ qvec), gate).score, i)
-        for i, ((_, s), v) in enumerate(zip(sentences, vecs))
-    ]
-    best = sorted(scored, key=lambda x: (-x[0], x[1]))[:n]
+    scored = sorted(
+        ((relevance(query, s, float(v @ qvec), gate, context=note["text"]).score, i)
+         for i, ((note, s), v) in enumerate(zip(sentences, vecs))),
+        key=lambda x: (-x[0], x[1]),
+    )
+    best = [(score, i) for score, i in scored[:n] if score >= scored[0][0] - window]
     return [{**sentences[i][0], "text": sentences[i][1]} for _, i in best]
 
 
@@ -115,7 +118,7 @@ def ask(kb: Any, question: str, *, memory: bool = True, as_of: str | None = None
     t["gate"] = (t4 - t3) * 1000
     notes: list[dict[str, Any]] = []
     if gate.open:
-        notes = focus(kb, question, qvec, given, cfg.retrieval.focus_sentences)
+        notes = focus(kb, question, qvec, given, cfg.retrieval.focus_sentences, cfg.retrieval.window)
         t["focus"] = (time.perf_counter() - t4) * 1000
     t4 = time.perf_counter()
     llm = kb.llm

@@ -54,12 +54,17 @@ class Relevance:
     entity: float
 
 
-def relevance(query: QueryTerms, text: str, dense: float, cfg: GateConfig) -> Relevance:
-    """Score one memory for one question (the number the gate compares with its threshold)."""
+def relevance(query: QueryTerms, text: str, dense: float, cfg: GateConfig, *, context: str | None = None) -> Relevance:
+    """Score one memory for one question (the number the gate compares with its threshold).
+
+    `context`: where the named entities are looked for when `text` is one sentence of a longer
+    memory, since a paragraph names its subject once and then says "it".
+    """
     present = {stem(w) for w in words(text)}
     lexical = coverage(query.terms, query.idf, present)
     # A question without named entities ("what is photosynthesis") is judged on its terms alone.
-    entity = coverage(query.entities, query.idf, present) if query.entities else lexical
+    around = present if context is None else {stem(w) for w in words(context)}
+    entity = coverage(query.entities, query.idf, around) if query.entities else lexical
     dense_c = min(max(dense, 0.0), 1.0)
     score = cfg.dense_weight * dense_c + cfg.lexical_weight * lexical + cfg.entity_weight * entity
     return Relevance(round(score, 4), round(dense_c, 4), round(lexical, 4), round(entity, 4))

@@ -54,3 +54,18 @@ def test_demo_gives_every_changed_fact_its_fresh_value(tmp_path):
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
     assert "Changed facts answered with the fresh value: 6/6" in proc.stdout
+
+
+def test_changed_file_outdates_the_old_value_in_history_and_ask(real_kb, tmp_path):
+    page = tmp_path / "wiki" / "korvath.md"
+    doc(page.parent, page.name, "2024-01-10", "Korvath Labs is led by CEO Amara Lindqvist.")
+    real_kb.ingest([page.parent])
+    doc(page.parent, page.name, "2025-06-01", "Korvath Labs is led by CEO Tobias Wrenfield.")
+    report = real_kb.ingest([page.parent])
+    assert report.added == 1 and report.superseded + report.retired >= 1
+    versions = [v for g in real_kb.history("Who leads Korvath Labs?") for v in g.versions]
+    old = next(v for v in versions if "Amara Lindqvist" in v.text)
+    new = next(v for v in versions if "Tobias Wrenfield" in v.text)
+    assert old.outdated and old.status in ("superseded", "retired") and not new.outdated
+    answer = real_kb.ask("Who is the CEO of Korvath Labs?")
+    assert hits(answer.answer, "Tobias Wrenfield") and not hits(answer.answer, "Amara Lindqvist"), answer.answer
