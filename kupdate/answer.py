@@ -69,6 +69,18 @@ def select(memories: list[Memory], window: float, top_k: int) -> tuple[list[Memo
     return current, outdated
 
 
+def _statements(text: str) -> list[str]:
+    """Sentences, with a question kept together with the sentence that answers it
+    ("What is the twin city of Lyon? It is Manila." is one statement)."""
+    out: list[str] = []
+    for sentence in split_sentences(text):
+        if out and out[-1].endswith("?"):
+            out[-1] = f"{out[-1]} {sentence}"
+        else:
+            out.append(sentence)
+    return out
+
+
 def focus(kb: Any, question: str, qvec: np.ndarray, given: list[Memory], n: int,
           window: float) -> list[dict[str, Any]]:
     """The notes to quote: the sentences of the given memories most relevant to the question.
@@ -78,7 +90,7 @@ def focus(kb: Any, question: str, qvec: np.ndarray, given: list[Memory], n: int,
     makes). Sentences are scored like memories are; the best `n` within `window` of the best are kept.
     """
     notes = [m.to_dict() for m in given]
-    sentences = [(note, s) for note in notes for s in split_sentences(note["text"])]
+    sentences = [(note, s) for note in notes for s in _statements(note["text"])]
     if n <= 0 or len(sentences) <= 1:
         return notes
     vecs = kb.embedder.encode([s for _, s in sentences])

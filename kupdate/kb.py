@@ -20,7 +20,7 @@ from typing import Any
 
 from kupdate import paths
 from kupdate.config import CONFIG_NAME, Config, dump_config, load_config
-from kupdate.errors import ConfigError, KBNotFound, KupdateError
+from kupdate.errors import ConfigError, EmbedderMismatch, KBNotFound, KupdateError
 from kupdate.gate import Calibration, calibrated_threshold
 from memory_store import Record, content_hash, open_store
 
@@ -132,8 +132,17 @@ class KnowledgeBase:
         if not (kb / CONFIG_NAME).exists():
             raise KBNotFound(f"no knowledge base at {kb}; create one with `kupdate init --kb {kb}`")
         config = load_config(kb, overrides)
-        store = open_store(paths.memory_dir(kb), dim=0, embedder=config.embedder, create=False,
-                           **store_options(config))
+        try:
+            store = open_store(paths.memory_dir(kb), dim=0, embedder=config.embedder, create=False,
+                               **store_options(config))
+        except EmbedderMismatch as exc:
+            if exc.built_with is None:
+                raise
+            raise EmbedderMismatch(
+                f"{exc}; to move it to {config.embedder!r}, run `kupdate reindex --embedder {config.embedder} "
+                f"--kb {kb}` while embedder = {exc.built_with!r} is configured",
+                built_with=exc.built_with,
+            ) from None
         return cls(kb, config, store)
 
     def close(self) -> None:

@@ -14,6 +14,10 @@ class FormatVersionError(StoreError):
 class EmbedderMismatch(StoreError, ValueError):
     """Vectors from one embedder were offered to a store built with another."""
 
+    def __init__(self, message: str, built_with: str | None = None) -> None:
+        super().__init__(message)
+        self.built_with = built_with
+
 
 class StoreLocked(StoreError, TimeoutError):
     """Another process holds the store's write lock."""

@@ -149,7 +149,8 @@ class FaissStore:
             raise EmbedderMismatch(
                 f"store at {self.path} was built with embedder {built_with!r} ({built_dim} dims) but "
                 f"{self.embedder!r} ({self.dim} dims) was requested; open it with {built_with!r} "
-                "or build a new KB"
+                "or build a new KB",
+                built_with=built_with,
             )
 
     def _open_index(self, kind: str) -> DenseIndex:

@@ -85,7 +85,7 @@ def test_unknown_config_key(capsys, filled_kb):
 def test_kb_made_with_another_embedder(capsys, filled_kb, monkeypatch):
     monkeypatch.setenv("KUPDATE_EMBEDDER", "all-minilm-l6-v2")
     line = fails(capsys, "search", "Veltrane", "--kb", filled_kb)
-    assert "hashing" in line and "all-minilm-l6-v2" in line
+    assert "hashing" in line and "all-minilm-l6-v2" in line and "kupdate reindex" in line
     monkeypatch.delenv("KUPDATE_EMBEDDER")
     intact(capsys, filled_kb)
 

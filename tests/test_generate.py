@@ -1,0 +1,32 @@
+"""Known-answer tests for the pieces of memory-aware answering."""
+
+from __future__ import annotations
+
+from kupdate.answer import _statements
+from kupdate.generate import CopyMix, is_cloze
+
+
+def test_question_stays_with_its_answer():
+    assert _statements("What is the twin city of Lyon? It is Manila. Lyon is in France.") == [
+        "What is the twin city of Lyon? It is Manila.", "Lyon is in France."]
+
+
+def test_cloze_detection():
+    assert is_cloze("The mother tongue of Danielle Darrieux is")
+    assert not is_cloze("Who leads Brindlemoor Robotics? ")
+
+
+def test_copy_mix_prefers_the_longest_match_and_the_better_ranked_memory():
+    import torch
+
+    # memory 1: 5 6 7 8 ; memory 2: 5 6 9
+    mix = CopyMix([[5, 6, 7, 8], [5, 6, 9]], starts=[0], mix=0.8)
+    found, n = mix.candidates([1, 5, 6])
+    assert n == 2 and found[7] > found[9] > 0
+    scores = torch.zeros(1, 12)
+    scores[0, 3] = 4.0  # the model alone prefers token 3
+    out = mix(torch.tensor([[1, 5, 6]]), scores.clone())
+    assert int(out[0].argmax()) == 7  # the memory's continuation wins
+    # nothing shared: the model's distribution is left alone
+    untouched = mix(torch.tensor([[1, 2]]), scores.clone())
+    assert torch.equal(untouched, scores)
