@@ -57,7 +57,7 @@ def main() -> int:
             unrelated_same += same
             verdict = "unchanged" if same else "CHANGED"
         gate = f"{ans.gate.score:.2f} {'open' if ans.gate.open else 'shut'}"
-        print(f"| {cell(q['question'], 60)} | {cell(base.answer, 45)} | {cell(ans.answer, 45)} | {gate} "
+        print(f"| {cell(q['question'], 60)} | {cell(base.answer, 60)} | {cell(ans.answer, 70)} | {gate} "
               f"| {source} | {verdict} |")
     kb.close()
     print(f"\nChanged facts answered with the fresh value: {fresh_ok}/{changed}. "

@@ -131,6 +131,13 @@ def ask(kb: Any, question: str, *, memory: bool = True, as_of: str | None = None
     notes: list[dict[str, Any]] = []
     if gate.open:
         notes = focus(kb, question, qvec, given, cfg.retrieval.focus_sentences, cfg.retrieval.window)
+        # Cite what the model was given, in the order it was given: memories whose sentences were
+        # all left out of the notes are not citations.
+        rank: dict[int, int] = {}
+        for i, note in enumerate(notes):
+            rank.setdefault(note["id"], i)
+        given = sorted((m for m in given if m.id in rank), key=lambda m: rank[m.id])
+        outdated = [m for m in outdated if m.outdated_by in rank]
         t["focus"] = (time.perf_counter() - t4) * 1000
     t4 = time.perf_counter()
     llm = kb.llm
