@@ -57,12 +57,12 @@ def load_counterfact(path: str | Path, n: int | None = None) -> list[EditCase]:
 
 def rag_answer(kb: Any, question: str, k: int = 4) -> str:
     """The `rag` reference: top-k dense memories pasted into the chat prompt, greedy decoding."""
-    from kupdate.generate import Prompt, _chat, generate
+    from kupdate.generate import Prompt, chat_text, generate
 
     qvec = kb.embedder.encode([question])[0]
     hits = kb.store.search(qvec, k=k)
     context = "\n".join(f"- {h.record.text}" for h in hits)
-    text = _chat(kb.llm.tokenizer, [{"role": "user", "content": f"Context:\n{context}\n\nQuestion: {question}"}])
+    text = chat_text(kb.llm.tokenizer, [{"role": "user", "content": f"Context:\n{context}\n\nQuestion: {question}"}])
     return generate(kb.llm, [Prompt(text)], max_new_tokens=kb.config.generation.max_new_tokens)[0]
 
 

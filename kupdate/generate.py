@@ -41,7 +41,7 @@ def is_cloze(question: str) -> bool:
 
 def base_prompt(tokenizer: Any, question: str) -> Prompt:
     """The base model's prompt: the question alone in the model's chat template."""
-    return Prompt(_chat(tokenizer, [{"role": "user", "content": question.strip()}]))
+    return Prompt(chat_text(tokenizer, [{"role": "user", "content": question.strip()}]))
 
 
 def memory_prompt(tokenizer: Any, question: str, notes: Sequence[dict[str, Any]]) -> Prompt:
@@ -52,11 +52,12 @@ def memory_prompt(tokenizer: Any, question: str, notes: Sequence[dict[str, Any]]
         text = note["text"].replace('"', "'")
         lines.append(f'[{i}] ({note["valid_from"][:10]}{tag}) "{text}"')
     user = "Memory notes:\n" + "\n".join(lines) + f"\n\nQuestion: {question.strip()}"
-    text = _chat(tokenizer, [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}])
+    text = chat_text(tokenizer, [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}])
     return Prompt(text, question.strip() if is_cloze(question) else "")
 
 
-def _chat(tokenizer: Any, messages: list[dict[str, str]]) -> str:
+def chat_text(tokenizer: Any, messages: list[dict[str, str]]) -> str:
+    """`messages` rendered with the model's chat template, ready for the assistant's turn."""
     if getattr(tokenizer, "chat_template", None):
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     # Models without a chat template (plain LMs, tiny test models) get a plain transcript.

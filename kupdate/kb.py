@@ -103,7 +103,7 @@ class KnowledgeBase:
         kb.mkdir(parents=True, exist_ok=True)
         try:
             self = cls._create(kb, config)
-            self._load_models_checked()
+            _ = self.embedder, self.llm  # a missing model fails here, before anything is stored
             self.add_exemplars(_read_exemplars(exemplars), progress=progress)
             self.calibrate()
         except BaseException:
@@ -171,9 +171,6 @@ class KnowledgeBase:
             self._llm = load_llm(self.config.model, cache_dir=paths.cache_dir(self.path),
                                  device=_device(self.config))
         return self._llm
-
-    def _load_models_checked(self) -> None:
-        _ = self.embedder, self.llm
 
     # -- memory ----------------------------------------------------------------------------------
     def ingest(self, sources: Sequence[str | Path], *, domain: str | None = None, as_of: str | None = None,

@@ -31,7 +31,3 @@ def memory_dir(kb: Path) -> Path:
 def cache_dir(kb: Path) -> Path:
     """Converted base models. `KUPDATE_CACHE_DIR` lets several KBs share one conversion."""
     return Path(os.environ[ENV_CACHE]).expanduser() if os.environ.get(ENV_CACHE) else kb / "cache"
-
-
-def adapters_dir(kb: Path) -> Path:
-    return kb / "adapters"
