@@ -106,7 +106,7 @@ def focus(kb: Any, question: str, qvec: np.ndarray, given: list[Memory], n: int,
     return [{**sentences[i][0], "text": sentences[i][1]} for _, i in best]
 
 
-def ask(kb: Any, question: str, *, memory: bool = True, as_of: str | None = None,
+def ask(kb: Any, question: str, *, memory: bool = True, adapter: bool = True, as_of: str | None = None,
         domain: str | None = None) -> Answer:
     """Answer `question` with the gated memory of `kb` (a KnowledgeBase)."""
     cfg = kb.config

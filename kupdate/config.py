@@ -97,6 +97,47 @@ class GenerationConfig:
 
 
 @dataclass
+class ConsolidationConfig:
+    min_new_records: int = _f(20, "A domain is due once it has this many records not yet consolidated...")
+    min_interval: str = _f("6h", "...and its last consolidation is at least this old ('30m', '6h', '2d').")
+    density: float = _f(0.1, "Share of adapter entries a domain's sparse mask lets change (disjoint across domains).")
+    rank: int = _f(8, "LoRA rank of the domain adapters.")
+    alpha: float = _f(16.0, "LoRA alpha (scaling = alpha / rank).")
+    learning_rate: float = _f(3e-3, "AdamW learning rate of the adapter entries inside the mask.")
+    epochs: int = _f(12, "Passes over the domain's training set.")
+    batch_size: int = _f(16, "Training examples per step.")
+    kl_teacher: float = _f(0.5, "Weight of KL to the teacher (the model with the memory in context).")
+    kl_replay: float = _f(1.0, "Weight of KL to the base model on replayed exemplars.")
+    replay: int = _f(64, "Exemplars replayed per consolidation (0: none).")
+    min_locality: float = _f(0.95, "A candidate is promoted only if its locality on exemplars is at least this.")
+    seed: int = _f(0, "Seed for masks, shuffling and initialisation.")
+
+    def __post_init__(self) -> None:
+        if not 0 < self.density <= 1:
+            raise ConfigError(f"consolidation.density must be in (0, 1], got {self.density}")
+        if self.rank < 1 or self.epochs < 1 or self.batch_size < 1 or self.min_new_records < 1:
+            raise ConfigError("consolidation.rank, epochs, batch_size and min_new_records must be >= 1")
+        if self.learning_rate <= 0 or self.kl_teacher < 0 or self.kl_replay < 0 or self.replay < 0:
+            raise ConfigError("consolidation.learning_rate must be > 0; kl_teacher, kl_replay, replay >= 0")
+        if not 0 <= self.min_locality <= 1:
+            raise ConfigError("consolidation.min_locality must be in [0, 1]")
+        parse_duration(self.min_interval, where="consolidation.min_interval")
+
+
+def parse_duration(text: str, *, where: str = "duration") -> float:
+    """'90s', '30m', '6h', '2d' (or a bare number of seconds) -> seconds."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    t = str(text).strip().lower()
+    try:
+        value = float(t[:-1]) * units[t[-1]] if t and t[-1] in units else float(t)
+    except (ValueError, KeyError):
+        value = -1.0
+    if value < 0:
+        raise ConfigError(f"{where}: {text!r} is not a duration; write e.g. '30m', '6h' or '2d'")
+    return value
+
+
+@dataclass
 class MemoryConfig:
     uri: str = _f("", "Milvus only: a local file (milvus-lite) or a server URL like http://host:19530 "
                   "(default: <kb>/memory/milvus.db).")
@@ -125,6 +166,7 @@ class Config:
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
     gate: GateConfig = field(default_factory=GateConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
+    consolidation: ConsolidationConfig = field(default_factory=ConsolidationConfig)
 
     def __post_init__(self) -> None:
         if self.device not in ("auto", "cpu", "cuda"):

@@ -218,16 +218,19 @@ class KnowledgeBase:
                          domain=domain, as_of=as_of)
         return found[: k or self.config.retrieval.top_k]
 
-    def ask(self, question: str, *, memory: bool = True, as_of: str | None = None,
+    def ask(self, question: str, *, memory: bool = True, adapter: bool = True, as_of: str | None = None,
             domain: str | None = None) -> Any:
-        """Answer `question`; memory is injected only when the gate opens. Returns an `Answer`."""
+        """Answer `question`; memory is injected only when the gate opens, and the domain adapters
+        the question routes to are active unless `adapter=False`. Returns an `Answer`.
+
+        `memory=False` asks the adapters alone; `memory=False, adapter=False` the base model."""
         from kupdate.answer import ask
         from kupdate.ingest.dates import parse_date
 
         if not question.strip():
             raise KupdateError("the question is empty; pass a question, e.g. kupdate ask 'Who leads X?'")
         as_of = parse_date(as_of, where="--as-of") if as_of else None
-        return ask(self, question, memory=memory, as_of=as_of, domain=domain)
+        return ask(self, question, memory=memory, adapter=adapter, as_of=as_of, domain=domain)
 
     # -- gate ------------------------------------------------------------------------------------
     def threshold(self) -> float:
