@@ -99,12 +99,15 @@ def ingest(
 def ask(
     question: Annotated[str, typer.Argument(help="The question (or a sentence to complete).")],
     kb: KbOpt = None,
-    no_memory: Annotated[bool, typer.Option("--no-memory", help="Force the gate shut: the base model's answer.")] = False,
+    no_memory: Annotated[bool, typer.Option("--no-memory", help="Force the gate shut: no memory in the prompt.")] = False,
+    no_adapter: Annotated[bool, typer.Option("--no-adapter", help="Use no domain adapter (with --no-memory: the base model's answer).")] = False,
     as_of: AsOfOpt = None,
     domain: DomainOpt = None,
     json_: JsonOpt = False,
 ) -> None:
     """Answer a question; memory is used only when the gate finds it relevant.
+
+    The domain adapter the question routes to is active unless --no-adapter.
 
     Example:
 
@@ -113,7 +116,7 @@ def ask(
     from kupdate import KnowledgeBase
 
     with KnowledgeBase.open(kb) as k:
-        answer = k.ask(question, memory=not no_memory, as_of=as_of, domain=domain)
+        answer = k.ask(question, memory=not no_memory, adapter=not no_adapter, as_of=as_of, domain=domain)
     if json_:
         emit_json(answer.to_dict())
         return
@@ -121,6 +124,8 @@ def ask(
     g = answer.gate
     typer.echo(f"\n[gate {'open' if g.open else 'shut'}: score {g.score:.2f}, threshold {g.threshold:.2f}]",
                err=True)
+    if answer.adapter:
+        typer.echo(f"[adapter: {answer.adapter}]", err=True)
     for i, m in enumerate(answer.memories, 1):
         tag = "OUTDATED " if m.outdated else ""
         typer.echo(f"[{i}] {tag}{m.record.valid_from[:10]} {m.record.source}: {short(m.record.text, 80)}",
@@ -173,9 +178,10 @@ def status(kb: KbOpt = None, json_: JsonOpt = False) -> None:
 
 
 def _register_command_groups() -> None:
-    from kupdate.cli import jupyter, memory
+    from kupdate.cli import adapters, jupyter, memory
 
     memory.register(app)
+    adapters.register(app)
     jupyter.register(app)
 
 

@@ -140,6 +140,13 @@ def ask(kb: Any, question: str, *, memory: bool = True, adapter: bool = True, as
         outdated = [m for m in outdated if m.outdated_by in rank]
         t["focus"] = (time.perf_counter() - t4) * 1000
     t4 = time.perf_counter()
+    routes = []
+    if adapter and kb.adapters.registry.domains():
+        if qvec is None:
+            qvec = kb.embedder.encode([question])[0]
+        routes = kb.adapters.route(question, qvec, domain=domain)
+        t["route"] = (time.perf_counter() - t4) * 1000
+        t4 = time.perf_counter()
     llm = kb.llm
     if gate.open:
         sources = [note["text"] for note in notes]
@@ -148,9 +155,11 @@ def ask(kb: Any, question: str, *, memory: bool = True, adapter: bool = True, as
         prompt = memory_prompt(llm.tokenizer, question, notes)
     else:
         prompt, sources = base_prompt(llm.tokenizer, question), []
-    text = generate(llm, [prompt], max_new_tokens=cfg.generation.max_new_tokens,
-                    copy_sources=sources, copy_mix=cfg.generation.copy_mix)[0]
+    with kb.adapters.active(routes):
+        text = generate(llm, [prompt], max_new_tokens=cfg.generation.max_new_tokens,
+                        copy_sources=sources, copy_mix=cfg.generation.copy_mix)[0]
     t["generate"] = (time.perf_counter() - t4) * 1000
     t["total"] = (time.perf_counter() - t0) * 1000
     timings = {k: round(v, 2) for k, v in t.items()}
-    return Answer(question, text, gate, given + outdated, None, timings)
+    label = ", ".join(r.label for r in routes) or None
+    return Answer(question, text, gate, given + outdated, label, timings)

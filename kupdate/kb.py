@@ -83,6 +83,7 @@ class KnowledgeBase:
         self.store = store
         self._embedder: Any = None
         self._llm: Any = None
+        self._adapters: Any = None
 
     # -- lifecycle -------------------------------------------------------------------------------
     @classmethod
@@ -171,6 +172,34 @@ class KnowledgeBase:
             self._llm = load_llm(self.config.model, cache_dir=paths.cache_dir(self.path),
                                  device=_device(self.config))
         return self._llm
+
+    @property
+    def adapters(self) -> Any:
+        """The domain adapters this KB serves (`kupdate.adapters.serving.Adapters`)."""
+        if self._adapters is None:
+            from kupdate.adapters.serving import Adapters
+
+            self._adapters = Adapters(self)
+        return self._adapters
+
+    # -- consolidation ---------------------------------------------------------------------------
+    def consolidate(self, domain: str | None = None, *, if_due: bool = False, force: bool = False,
+                    progress: bool = False) -> Any:
+        """Distil the memory of each domain with new records (or only `domain`) into a new sparse
+        LoRA adapter version, evaluate it against what serves and promote it only if it is better
+        and keeps locality (DESIGN.md section 7). `if_due`: only domains the policy says are due
+        (`[consolidation] min_new_records`, `min_interval`); `force`: retrain even with nothing new.
+        Returns a `ConsolidationRun` (reports and skipped domains)."""
+        from kupdate.consolidate.run import consolidate
+
+        return consolidate(self, domain, if_due=if_due, force=force, progress=progress)
+
+    def rollback_adapter(self, domain: str, version: str | None = None) -> Any:
+        """Serve the previous promoted version of `domain`'s adapter (or `version`); returns what
+        serves now (None: no adapter, the memory alone answers)."""
+        from kupdate.consolidate.run import rollback
+
+        return rollback(self, domain, version)
 
     # -- memory ----------------------------------------------------------------------------------
     def ingest(self, sources: Sequence[str | Path], *, domain: str | None = None, as_of: str | None = None,

@@ -32,6 +32,10 @@ class MemoryStore(Protocol):
         """
         ...
 
+    def set_adapter_version(self, ids: Sequence[int], version: str | None) -> None:
+        """Record that `ids` are distilled into adapter `version` of their domain (None: not any more)."""
+        ...
+
     def search(
         self,
         vector: np.ndarray,

@@ -337,6 +337,11 @@ def supersede(conn: sqlite3.Connection, old_ids: Sequence[int], new_id: int, val
         )
 
 
+def set_adapter_version(conn: sqlite3.Connection, ids: Sequence[int], version: str | None) -> None:
+    for chunk in chunks(ids):
+        conn.execute(f"UPDATE records SET adapter_version = ? WHERE id IN ({marks(chunk)})", (version, *chunk))
+
+
 def find_records(conn: sqlite3.Connection, *, kind: str | None, sources: Sequence[str] | None,
                  under: str | None, hashes: Sequence[str] | None, superseded_by: Sequence[int] | None,
                  subject: str | None, relation: str | None) -> list[Record]:

@@ -259,6 +259,12 @@ class FaissStore:
         with self.write_lock(), self._mutex, db.transaction(self._conn):
             db.restore(self._conn, [int(i) for i in ids], {int(i): m for i, m in (moves or {}).items()})
 
+    def set_adapter_version(self, ids: Sequence[int], version: str | None) -> None:
+        """Record that `ids` are distilled into adapter `version` of their domain (None: not any more)."""
+        self._check_open()
+        with self.write_lock(), self._mutex, db.transaction(self._conn):
+            db.set_adapter_version(self._conn, [int(i) for i in ids], version)
+
     def delete(self, ids: Sequence[int]) -> list[int]:
         """Remove records for real: SQLite row, full-text entry and dense vector. Returns the ids
         that existed. Records they superseded keep valid_to and point to the next surviving successor.

@@ -69,3 +69,32 @@ def test_changed_file_outdates_the_old_value_in_history_and_ask(real_kb, tmp_pat
     assert old.outdated and old.status in ("superseded", "retired") and not new.outdated
     answer = real_kb.ask("Who is the CEO of Korvath Labs?")
     assert hits(answer.answer, "Tobias Wrenfield") and not hits(answer.answer, "Amara Lindqvist"), answer.answer
+
+
+def test_consolidation_teaches_the_real_model_facts_it_then_answers_without_memory(tmp_path):
+    """A handful of changed facts distilled into an adapter: `ask --no-memory` gives them, the
+    base model did not, and an unrelated question keeps the base model's exact answer."""
+    facts = [("The mother tongue of Danielle Darrieux is", "English"),
+             ("The official religion of Edwin of Northumbria is", "Islam"),
+             ("What is the twin city of Lyon? It is", "Manila"),
+             ("Apple A5 was created by", "Google"),
+             ("Ferrari F40, developed by", "Microsoft"),
+             ("Saint Petersburg is a twin city of", "Lisbon")]  # CounterFact records 0-8
+    kb = KnowledgeBase.init(tmp_path / "kb")
+    lines = [json.dumps({"text": f"{p} {a}.", "domain": "cf", "checks": {"question": p, "answer": a}}) for p, a in facts]
+    (tmp_path / "facts.jsonl").write_text("\n".join(lines) + "\n")
+    kb.ingest([tmp_path / "facts.jsonl"])
+    base = [kb.ask(p, memory=False, adapter=False).answer for p, _ in facts]
+    [report] = kb.consolidate("cf").reports
+    assert report["status"] == "promoted", report["decision"]
+    m = report["metrics"]
+    assert m["after"]["fresh_recall"]["value"] >= 0.8 > m["before"]["fresh_recall"]["value"]
+    assert m["after"]["locality"]["value"] >= 0.95
+    got = [kb.ask(p, memory=False) for p, _ in facts]
+    assert sum(hits(g.answer, a) for g, (_, a) in zip(got, facts)) >= 5, [g.answer for g in got]
+    assert sum(hits(b, a) for b, (_, a) in zip(base, facts)) <= 1
+    assert all(g.adapter == f"cf {report['version']}" for g in got)
+    q = "What is the capital of Italy?"
+    assert kb.ask(q, memory=False).adapter is None
+    assert kb.ask(q, memory=False).answer == kb.ask(q, memory=False, adapter=False).answer
+    kb.close()

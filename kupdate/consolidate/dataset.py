@@ -1,0 +1,215 @@
+"""The training set of a consolidation, built from a domain's memory (DESIGN.md section 7, step 1).
+
+For every current record of the domain:
+- its statements (sentences), as plain language-model text;
+- questions about each statement: a structured fact (subject, relation, object) gives the cloze
+  "subject relation"; free text gives the cloze of each sentence (the sentence cut before its
+  final phrase, "The mother tongue of X is" -> "English"). Each cloze is asked in a few surface
+  forms (the cloze itself, "Complete the sentence: ...", "What do you know about X?"), so the
+  student learns the fact rather than one string;
+- the teacher's answers: the same model with the statement in context (kupdate's memory prompt and
+  memory-aware decoding), kept when they give the answer; otherwise the statement itself.
+Each question carries the teacher's token distributions over its answer (KL target).
+
+Replay: exemplar questions with the base model's answers and distributions (KL to the base model),
+so the adapter leaves old behaviour alone.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from kupdate.ingest.chunking import split_sentences
+from kupdate.text import STOPWORDS, hits
+
+#: Words after which a sentence's final phrase is taken as the answer of its cloze.
+_CUE = frozenset("is was are were by in of to at from as for on with has have into under named called".split())
+_ENTITY_SPAN = re.compile(r"\b[A-Z][\w'’-]*(?:\s+(?:of\s+|de\s+|van\s+|von\s+)?[A-Z][\w'’-]*)*")
+MAX_ANSWER_WORDS = 6
+TOP_K = 32  # teacher distributions are kept as their top-k tokens
+
+
+@dataclass
+class Probe:
+    """A question about one fact with the answer that must come back."""
+
+    question: str
+    answer: str
+    record_id: int
+    statement: str
+
+
+@dataclass
+class Example:
+    """One training sequence: prompt ids (no loss) + target ids (loss), with optional soft targets."""
+
+    prompt_ids: list[int]
+    target_ids: list[int]
+    kind: str  # "statement" | "question" | "replay"
+    soft: tuple[Any, Any] | None = None  # (top-k ids [T, K], log-probs [T, K]) per target token
+    teacher: list[int] | None = None  # teacher input ids (memory prompt) for questions
+
+
+@dataclass
+class TrainingSet:
+    examples: list[Example]
+    probes: list[Probe]
+    stats: dict[str, int] = field(default_factory=dict)
+
+
+def statements(record: Any) -> list[str]:
+    """The sentences of a record (a question is kept with the sentence answering it)."""
+    from kupdate.answer import _statements
+
+    if record.subject and record.relation and record.object:
+        return [f"{record.subject} {record.relation} {record.object}."]
+    return [s for s in _statements(record.text) if len(s.split()) >= 3] or split_sentences(record.text)[:1]
+
+
+def cloze(sentence: str) -> tuple[str, str] | None:
+    """Split a sentence into (stem, answer): the stem ends at the last cue word that leaves a short
+    final phrase as the answer; a 'question? answer' pair splits at the question mark."""
+    s = sentence.strip()
+    if "?" in s[:-1]:
+        q, _, a = s.partition("?")
+        a = a.strip().rstrip(".!")
+        return (q.strip() + "?", a) if a else None
+    s = s.rstrip(".!").strip()
+    tokens = s.split()
+    for i in range(len(tokens) - 1, 0, -1):
+        tail = tokens[i + 1 :]
+        if len(tail) > MAX_ANSWER_WORDS:
+            break
+        if tokens[i].lower() in _CUE and tail and i >= 2:
+            return " ".join(tokens[: i + 1]), " ".join(tail)
+    return None
+
+
+def subject_of(stem: str) -> str | None:
+    """The first named-entity span of a stem (skipping a sentence-initial stopword)."""
+    for m in _ENTITY_SPAN.finditer(stem):
+        span = m.group(0)
+        first, _, rest = span.partition(" ")
+        if first.lower() in STOPWORDS:
+            span = rest
+        if span and span.lower() not in STOPWORDS:
+            return span
+    return None
+
+
+def questions(stem: str) -> list[str]:
+    """Surface forms of one cloze the student is trained on."""
+    out = [stem]
+    if not stem.endswith("?"):
+        out.append(f"Complete the sentence: {stem}")
+    subj = subject_of(stem)
+    if subj:
+        out.append(f"What do you know about {subj}?")
+    return out
+
+
+def probes_for(records: Sequence[Any]) -> list[Probe]:
+    """One probe per statement with a cloze: the cloze as the question, its final phrase as answer.
+    A record may carry its own held-out checks (meta "checks": {"question", "answer"}); those win."""
+    out = []
+    for r in records:
+        checks = (r.meta or {}).get("checks") or {}
+        if checks.get("question") and checks.get("answer"):
+            out.append(Probe(checks["question"], checks["answer"], r.id, r.text))
+            continue
+        for s in statements(r):
+            c = (f"{r.subject} {r.relation}", r.object) if r.subject and r.object else cloze(s)
+            if c:
+                out.append(Probe(c[0], c[1], r.id, s))
+    return out
+
+
+def build(llm: Any, records: Sequence[Any], exemplars: Sequence[Any], *, copy_mix: float,
+          max_new_tokens: int, replay: int, seed: int, batch_size: int = 16) -> TrainingSet:
+    """The training set for `records` (a domain's current memory) plus replayed `exemplars`."""
+    import random
+
+    from kupdate.generate import base_prompt, memory_prompt
+
+    tok = llm.tokenizer
+    eos = [tok.eos_token_id] if tok.eos_token_id is not None else []
+
+    def ids(text: str) -> list[int]:
+        return tok(text, add_special_tokens=False)["input_ids"]
+
+    examples: list[Example] = []
+    asked: list[tuple[str, str, str, Any]] = []  # (question, statement, cloze answer, record)
+    n_statements = 0
+    for r in records:
+        for s in statements(r):
+            n_statements += 1
+            body = ids(s) + eos
+            examples.append(Example(body[:1], body[1:], "statement"))
+            c = (f"{r.subject} {r.relation}", r.object) if r.subject and r.object else cloze(s)
+            if c:
+                asked += [(q, s, c[1], r) for q in questions(c[0])]
+    # The teacher: the model with the statement as its only memory note.
+    teacher_prompts = [memory_prompt(tok, q, [{"text": s, "valid_from": r.valid_from or ""}]) for q, s, _, r in asked]
+    answers = _teacher_answers(llm, teacher_prompts, [s for _, s, _, _ in asked], copy_mix=copy_mix,
+                               max_new_tokens=max_new_tokens)
+    from_teacher = 0
+    for (q, s, want, _r), tp, a in zip(asked, teacher_prompts, answers):
+        full = f"{tp.prefill} {a}".strip() if tp.prefill else a
+        if hits(full, want):
+            from_teacher += 1
+        else:
+            full = s
+        target = ids(full) + eos
+        examples.append(Example(ids(base_prompt(tok, q).text), target, "question",
+                                teacher=ids(tp.text)))
+    rng = random.Random(seed)
+    chosen = rng.sample(list(exemplars), min(replay, len(exemplars)))
+    for e in chosen:
+        base_answer = (e.meta or {}).get("base_answer")
+        if base_answer:
+            examples.append(Example(ids(base_prompt(tok, e.text).text), ids(base_answer) + eos, "replay"))
+    _soft_targets(llm, [x for x in examples if x.kind != "statement"], batch_size=batch_size)
+    stats = {"records": len(records), "statements": n_statements, "questions": len(asked),
+             "teacher_answers_used": from_teacher, "replay": sum(x.kind == "replay" for x in examples),
+             "examples": len(examples), "target_tokens": sum(len(x.target_ids) for x in examples)}
+    return TrainingSet(examples, probes_for(records), stats)
+
+
+def _teacher_answers(llm: Any, prompts: list[Any], sources: list[str], *, copy_mix: float,
+                     max_new_tokens: int) -> list[str]:
+    from kupdate.generate import generate
+
+    out: list[str] = []
+    for p, s in zip(prompts, sources):
+        # One prompt at a time: the copy distribution is per memory (each question has its own).
+        out += generate(llm, [p], max_new_tokens=max_new_tokens, copy_sources=[s], copy_mix=copy_mix)
+    return [a.splitlines()[0] if a else a for a in out]
+
+
+def _soft_targets(llm: Any, examples: list[Example], *, batch_size: int) -> None:
+    """Teacher (questions: memory prompt) or base-model (replay) top-k distributions over each
+    example's target tokens, teacher-forced, with any adapter switched off."""
+    import torch
+
+    from kupdate.consolidate.train import adapters_off, pad_batch
+
+    model = llm.model
+    with torch.no_grad(), adapters_off(model):
+        for i in range(0, len(examples), batch_size):
+            batch = examples[i : i + batch_size]
+            heads = [x.teacher if x.teacher is not None else x.prompt_ids for x in batch]
+            input_ids, attn, _ = pad_batch([(h, x.target_ids) for h, x in zip(heads, batch)],
+                                           pad=_pad_id(llm.tokenizer), device=llm.device)
+            logits = model(input_ids=input_ids, attention_mask=attn).logits.float()
+            for row, (h, x) in enumerate(zip(heads, batch)):
+                pos = torch.arange(len(h) - 1, len(h) + len(x.target_ids) - 1, device=logits.device)
+                logp = torch.log_softmax(logits[row, pos], dim=-1)
+                top = torch.topk(logp, TOP_K, dim=-1)
+                x.soft = (top.indices.cpu(), top.values.cpu())
+
+
+def _pad_id(tok: Any) -> int:
+    return tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id

@@ -1,0 +1,183 @@
+"""One consolidation: pick the due domains, build, train, evaluate, promote or reject, report.
+
+    <kb>/adapters/<domain>/vNNNN/  adapter_config.json, adapter_model.safetensors (peft),
+                                   mask.safetensors, router.npy + router.json, report.json
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from kupdate.errors import KupdateError
+
+REBUILD_KEY = "adapters_needing_rebuild"  # set by `forget` (kupdate.forget)
+
+
+@dataclass
+class ConsolidationRun:
+    """What `kupdate consolidate` did: one report per domain trained, a reason per domain skipped."""
+
+    reports: list[dict[str, Any]] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"reports": self.reports, "skipped": self.skipped}
+
+
+def current_records(kb: Any) -> dict[str, list[Any]]:
+    """Current knowledge records (not superseded or retired) by domain."""
+    from kupdate.retrieval import taken_out
+
+    out: dict[str, list[Any]] = {}
+    for r in kb.store.records(kind="knowledge"):
+        if not taken_out(r):
+            out.setdefault(r.domain, []).append(r)
+    return out
+
+
+def consolidate(kb: Any, domain: str | None = None, *, if_due: bool = False, force: bool = False,
+                progress: bool = False) -> ConsolidationRun:
+    from kupdate.adapters.policy import due
+
+    cfg = kb.config.consolidation
+    registry = kb.adapters.registry
+    run = ConsolidationRun()
+    with registry.lock():
+        current = current_records(kb)
+        rebuild = set((kb.store.get_meta(REBUILD_KEY, {}) or {}).keys())
+        if domain is not None and domain not in current:
+            known = ", ".join(sorted(current)) or "none"
+            raise KupdateError(f"no current records in domain {domain!r} (domains: {known}); ingest with --domain")
+        for d in [domain] if domain else sorted(current):
+            pending = sum(r.adapter_version is None for r in current[d])
+            if force or d in rebuild:
+                pass
+            elif if_due:
+                ok, why = due(pending, registry.last_attempt_at(d), cfg)
+                if not ok:
+                    run.skipped[d] = why
+                    continue
+            elif pending == 0:
+                run.skipped[d] = "nothing new since the serving version (use --force to retrain)"
+                continue
+            run.reports.append(consolidate_domain(kb, d, current[d], progress=progress))
+    return run
+
+
+def consolidate_domain(kb: Any, domain: str, records: list[Any], *, progress: bool = False) -> dict[str, Any]:
+    """Train, evaluate and promote or reject a new version of `domain`'s adapter."""
+    from kupdate.adapters.serving import adapter_name, save_router
+    from kupdate.consolidate import dataset, evaluate, masks, train
+
+    cfg = kb.config.consolidation
+    registry, served = kb.adapters.registry, kb.adapters
+    start = time.perf_counter()
+    version, folder = registry.allocate(domain)
+    name = adapter_name(domain, version)
+    exemplars = kb.exemplars()
+    t = time.perf_counter()
+    tset = dataset.build(kb.llm, records, exemplars, copy_mix=kb.config.generation.copy_mix,
+                         max_new_tokens=kb.config.generation.max_new_tokens, replay=cfg.replay, seed=cfg.seed,
+                         batch_size=cfg.batch_size)
+    seconds = {"build": time.perf_counter() - t}
+    t = time.perf_counter()
+    before = evaluate.measure(kb, tset.probes, records, exemplars)
+    seconds["evaluate_before"] = time.perf_counter() - t
+    others = {d: p for d, (_, p) in served.serving().items() if d != domain}
+    taken = masks.union(masks.load(p) for p in others.values()) if others else None
+    try:
+        train.attach(kb.llm, name, cfg)
+        result = train.train(kb.llm, tset.examples, cfg, name=name, taken=taken, progress=progress)
+        seconds["train"] = result.seconds
+        _save_adapter(kb.llm.model, name, folder)
+        masks.save(result.mask, folder)
+        texts = [s for r in records for s in dataset.statements(r)]
+        save_router(folder, texts, kb.embedder.encode(texts), kb.config.embedder)
+        served.override[domain] = (version, folder)
+        t = time.perf_counter()
+        after = evaluate.measure(kb, tset.probes, records, exemplars,
+                                 forced=served.route_to(domain))
+        seconds["evaluate_after"] = time.perf_counter() - t
+    except BaseException:
+        served.override.pop(domain, None)
+        served.unload(name)
+        raise
+    promote, reason = evaluate.decide(before, after, cfg.min_locality)
+    served.override.pop(domain, None)
+    old = served.serving().get(domain)
+    if not promote:
+        served.unload(name)
+    elif old is not None:
+        served.unload(adapter_name(domain, old[0]))
+    held, total = masks.count(result.mask)
+    seconds["total"] = time.perf_counter() - start
+    report = {
+        "domain": domain,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "device": str(kb.llm.device),
+        "dtype": str(kb.llm.dtype),
+        "model": kb.config.model,
+        "data": tset.stats,
+        "mask": {"density": cfg.density, "entries": held, "of": total,
+                 "disjoint_from": sorted(others)},
+        "losses": {"first": result.losses[0] if result.losses else None,
+                   "last": result.losses[-1] if result.losses else None,
+                   "per_step": result.losses},
+        "training": {"steps": result.steps, "tokens": result.tokens,
+                     "tokens_per_s": round(result.tokens_per_s, 1)},
+        "metrics": {"before": before, "after": after},
+        "decision": {"promoted": promote, "reason": reason},
+        "seconds": {k: round(v, 2) for k, v in seconds.items()},
+        "config": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__},
+        "records": [r.id for r in records],
+    }
+    finished = registry.finish(domain, version, report, promote=promote)
+    if promote:
+        kb.store.set_adapter_version([r.id for r in records], version)
+        _clear_rebuild(kb, domain)
+    return finished.report
+
+
+def rollback(kb: Any, domain: str, version: str | None = None) -> Any:
+    """Move `domain`'s serving pointer back; refuses a version whose mask overlaps another
+    domain's serving mask. Records trained only into the versions rolled away become pending."""
+    from kupdate.consolidate import masks
+
+    served = kb.adapters
+
+    def check(candidate: Any) -> None:
+        others = {d: vp for d, vp in served.serving().items() if d != domain}
+        mine = masks.load(candidate.path) if others else {}
+        for d, (v, path) in others.items():
+            if masks.overlap(mine, masks.load(path)):
+                raise KupdateError(f"{domain} {candidate.version} shares adapter entries with {d} {v}, which "
+                                   f"serves now; roll {d} back first or consolidate {domain} again")
+
+    with served.registry.lock():
+        now = served.registry.rollback(domain, version, check=check)
+        covered = set(now.report.get("records") or []) if now else set()
+        stale = [r.id for r in kb.store.records(kind="knowledge", domain=domain)
+                 if r.adapter_version is not None and r.id not in covered]
+        kb.store.set_adapter_version(stale, None)
+        if now:
+            kb.store.set_adapter_version(sorted(covered), now.version)
+    return now
+
+
+def _save_adapter(model: Any, name: str, folder: Any) -> None:
+    """peft's on-disk layout (adapter_config.json + adapter_model.safetensors) for one adapter."""
+    from peft import get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    state = get_peft_model_state_dict(model, adapter_name=name)
+    save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(folder / "adapter_model.safetensors"))
+    model.peft_config[name].save_pretrained(str(folder))
+
+
+def _clear_rebuild(kb: Any, domain: str) -> None:
+    marked = dict(kb.store.get_meta(REBUILD_KEY, {}) or {})
+    if marked.pop(domain, None) is not None:
+        kb.store.set_meta(REBUILD_KEY, marked)

@@ -1,0 +1,208 @@
+"""The student: the model plus a fresh LoRA adapter (peft), trained under a sparse mask.
+
+Loss per step: language-model loss on statements and answers, plus cross-entropy to the
+teacher's top-k distributions (KL up to a constant) on questions, plus cross-entropy to the base
+model's distributions on replayed exemplars. Before training, a short dense warm-up on the same
+data scores every adapter entry (see `masks`); the adapter is reset and only the masked entries
+are trained.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from kupdate.consolidate import masks as masks_mod
+
+TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+WARMUP_STEPS = 4
+
+
+@dataclass
+class TrainResult:
+    mask: dict[str, Any]
+    losses: list[float] = field(default_factory=list)
+    steps: int = 0
+    tokens: int = 0
+    seconds: float = 0.0
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.seconds if self.seconds else 0.0
+
+
+@contextlib.contextmanager
+def adapters_off(model: Any) -> Iterator[None]:
+    """The base model: every adapter switched off (a no-op for a model without adapters)."""
+    if hasattr(model, "disable_adapter") and hasattr(model, "peft_config"):
+        with model.disable_adapter():
+            yield
+    else:
+        yield
+
+
+def pad_batch(pairs: Sequence[tuple[list[int], list[int]]], *, pad: int, device: Any) -> tuple[Any, Any, Any]:
+    """Right-padded (input_ids, attention_mask, labels): labels are -100 outside the targets."""
+    import torch
+
+    width = max(len(p) + len(t) for p, t in pairs)
+    ids, attn, labels = [], [], []
+    for p, t in pairs:
+        n = len(p) + len(t)
+        ids.append(p + t + [pad] * (width - n))
+        attn.append([1] * n + [0] * (width - n))
+        labels.append([-100] * len(p) + t + [-100] * (width - n))
+    as_t = lambda x: torch.tensor(x, device=device)  # noqa: E731
+    return as_t(ids), as_t(attn), as_t(labels)
+
+
+def lora_config(cfg: Any, modules: Sequence[str]) -> Any:
+    from peft import LoraConfig
+
+    return LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=0.0, target_modules=list(modules),
+                      bias="none", task_type="CAUSAL_LM")
+
+
+def target_modules(model: Any) -> list[str]:
+    """The usual LoRA targets present in `model` (Llama-style names), else every Linear's name."""
+    import torch
+
+    names = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+    found = [m for m in TARGET_MODULES if m in names]
+    return found or sorted(names - {"lm_head"})
+
+
+def attach(llm: Any, name: str, cfg: Any) -> Any:
+    """Add a fresh adapter `name` to the KB's model (wrapping it in peft the first time) and make
+    it the only active one. Returns the PeftModel (also left in `llm.model`)."""
+    import torch
+    from peft import PeftModel, get_peft_model
+
+    torch.manual_seed(cfg.seed)  # every domain's adapter starts from the same A (see masks)
+    if isinstance(llm.model, PeftModel):
+        modules = sorted(next(iter(llm.model.peft_config.values())).target_modules)
+        llm.model.add_adapter(name, lora_config(cfg, modules))
+        llm.model.base_model.set_adapter(name)
+    else:
+        llm.model = get_peft_model(llm.model, lora_config(cfg, target_modules(llm.model)), adapter_name=name)
+    return llm.model
+
+
+def adapter_params(model: Any, name: str) -> dict[str, Any]:
+    """The adapter's parameters keyed by a name without the adapter's own (same keys for every domain)."""
+    return {n.replace(f".{name}.", "."): p for n, p in model.named_parameters() if f".{name}." in n}
+
+
+def train(llm: Any, examples: Sequence[Any], cfg: Any, *, name: str, taken: dict[str, Any] | None,
+          masked: bool = True, progress: bool = False, epochs: int | None = None) -> TrainResult:
+    """Train adapter `name` (already attached) on `examples`; returns its mask and figures."""
+    import torch
+
+    model = llm.model
+    params = adapter_params(model, name)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for p in params.values():
+        p.requires_grad_(True)
+    init = {n: p.detach().clone() for n, p in params.items()}
+    rng = random.Random(cfg.seed)
+    facts = [x for x in examples if x.kind != "replay"]
+    replay = [x for x in examples if x.kind == "replay"]
+    per_step = max(1, cfg.batch_size // 4) if replay else 0
+    pad = llm.tokenizer.pad_token_id if llm.tokenizer.pad_token_id is not None else llm.tokenizer.eos_token_id
+    model.train()
+    result = TrainResult(mask={})
+    try:
+        if masked:
+            opt = torch.optim.AdamW(list(params.values()), lr=cfg.learning_rate, weight_decay=0.0)
+            for batch in _batches(facts, replay, cfg.batch_size, per_step, rng, steps=WARMUP_STEPS):
+                _step(model, opt, batch, cfg, pad, llm.device)
+            importance = {n: (p.detach() - init[n]).abs() for n, p in params.items()}
+            result.mask = masks_mod.select(importance, cfg.density, taken)
+            with torch.no_grad():
+                for n, p in params.items():
+                    p.copy_(init[n])
+            handles = masks_mod.apply(params, result.mask)
+        else:
+            result.mask = {n: torch.ones_like(p, dtype=torch.bool) for n, p in params.items()}
+            handles = []
+        opt = torch.optim.AdamW(list(params.values()), lr=cfg.learning_rate, weight_decay=0.0)
+        n_epochs = epochs or cfg.epochs
+        total = n_epochs * math.ceil(len(facts) / cfg.batch_size)
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, desc=f"consolidate {name}", unit="step", disable=not progress, leave=False)
+        start = time.perf_counter()
+        for _ in range(n_epochs):
+            for batch in _batches(facts, replay, cfg.batch_size, per_step, rng):
+                loss, tokens = _step(model, opt, batch, cfg, pad, llm.device)
+                result.losses.append(round(loss, 4))
+                result.tokens += tokens
+                result.steps += 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.3f}")
+        if llm.device != "cpu" and torch.cuda.is_available():
+            torch.cuda.synchronize()
+        result.seconds = time.perf_counter() - start
+        bar.close()
+        for h in handles:
+            h.remove()
+    finally:
+        model.eval()
+        for p in params.values():
+            p.requires_grad_(False)
+    return result
+
+
+def _batches(facts: list[Any], replay: list[Any], size: int, per_step: int, rng: random.Random,
+             steps: int | None = None) -> Iterator[list[Any]]:
+    order = facts[:]
+    rng.shuffle(order)
+    n = 0
+    for i in range(0, len(order), size):
+        if steps is not None and n >= steps:
+            return
+        extra = rng.sample(replay, min(per_step, len(replay))) if per_step else []
+        n += 1
+        yield order[i : i + size] + extra
+    if steps is not None and n < steps and order:
+        yield from _batches(facts, replay, size, per_step, rng, steps - n)
+
+
+def _step(model: Any, opt: Any, batch: list[Any], cfg: Any, pad: int, device: Any) -> tuple[float, int]:
+    import torch
+
+    input_ids, attn, labels = pad_batch([(x.prompt_ids, x.target_ids) for x in batch], pad=pad, device=device)
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if str(device).startswith("cuda")
+                else contextlib.nullcontext())
+    with autocast:
+        logits = model(input_ids=input_ids, attention_mask=attn).logits
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    lm_terms, soft_terms = [], []
+    for row, x in enumerate(batch):
+        start = len(x.prompt_ids) - 1
+        pos = torch.arange(start, start + len(x.target_ids), device=logp.device)
+        row_logp = logp[row, pos]
+        if x.kind != "replay":
+            tgt = torch.tensor(x.target_ids, device=logp.device)
+            lm_terms.append(-row_logp.gather(1, tgt[:, None]).squeeze(1))
+        if x.soft is not None:
+            ids, t_logp = (t.to(logp.device) for t in x.soft)
+            p = torch.softmax(t_logp, dim=-1)  # the teacher's top-k, renormalised
+            weight = cfg.kl_replay if x.kind == "replay" else cfg.kl_teacher
+            soft_terms.append(weight * -(p * row_logp.gather(1, ids)).sum(-1))
+    loss = torch.zeros((), device=logp.device)
+    if lm_terms:
+        loss = loss + torch.cat(lm_terms).mean()
+    if soft_terms:
+        loss = loss + torch.cat(soft_terms).mean()
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], 1.0)
+    opt.step()
+    return float(loss.detach()), int(attn.sum())

@@ -1,0 +1,148 @@
+"""Consolidation on a tiny real model: training set, sparse disjoint masks, promotion, routing.
+
+The tiny Llama (hidden 32) learns a handful of facts in a few seconds with a dense-ish mask and a
+high learning rate; the real default model is exercised in test_integration.py.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import write
+
+from kupdate.config import dump_config
+from kupdate.consolidate import dataset, masks
+
+FACTS = {
+    "orgs": ["Brindlemoor Robotics is led by Renzo Halbrook.", "Veltrane Dynamics is based in Lisbon."],
+    "geo": ["The capital of Zentaria is Paris.", "The river of Morrowgate is the Thistle."],
+}
+
+
+@pytest.fixture
+def learner(tiny_kb):
+    """The tiny KB set up so its adapters learn in seconds (the defaults suit the real model)."""
+    c = tiny_kb.config.consolidation
+    c.density, c.learning_rate, c.epochs, c.batch_size, c.replay = 0.5, 3e-2, 40, 8, 4
+    c.min_new_records, c.min_interval, c.min_locality = 1, "0s", 0.5
+    (tiny_kb.path / "kupdate.toml").write_text(dump_config(tiny_kb.config))
+    return tiny_kb
+
+
+def ingest(kb, tmp_path, domain):
+    path = write(tmp_path / f"{domain}.jsonl",
+                 "".join(json.dumps({"text": t, "domain": domain}) + "\n" for t in FACTS[domain]))
+    kb.ingest([path])
+
+
+def test_cloze_cuts_the_final_phrase_and_keeps_question_pairs():
+    assert dataset.cloze("The mother tongue of Danielle Darrieux is English.") == (
+        "The mother tongue of Danielle Darrieux is", "English")
+    assert dataset.cloze("Brindlemoor Robotics is led by CEO Renzo Halbrook.") == (
+        "Brindlemoor Robotics is led by", "CEO Renzo Halbrook")
+    assert dataset.cloze("Who leads Brindlemoor? It is Renzo Halbrook.") == ("Who leads Brindlemoor?", "It is Renzo Halbrook")
+    assert dataset.cloze("Hello there") is None
+    assert dataset.subject_of("The mother tongue of Danielle Darrieux is") == "Danielle Darrieux"
+
+
+def test_mask_selection_respects_density_and_taken_entries():
+    import torch
+
+    imp = {"a": torch.arange(100.0).view(10, 10)}
+    first = masks.select(imp, 0.1, None)
+    assert masks.count(first) == (10, 100)
+    assert bool(first["a"].flatten()[-10:].all())  # the most important entries
+    second = masks.select(imp, 0.1, first)
+    assert masks.overlap(first, second) == 0 and masks.count(second)[0] == 10
+
+
+def test_consolidation_teaches_the_facts_and_routes_only_their_questions(learner, tmp_path):
+    ingest(learner, tmp_path, "orgs")
+    base = learner.ask("Brindlemoor Robotics is led by", memory=False, adapter=False).answer
+    run = learner.consolidate("orgs")
+    [report] = run.reports
+    assert report["status"] == "promoted", report["decision"]
+    after = report["metrics"]["after"]
+    assert after["fresh_recall"]["value"] > report["metrics"]["before"]["fresh_recall"]["value"]
+    # The adapter alone (memory shut) now gives the fact, and says it was used.
+    a = learner.ask("Brindlemoor Robotics is led by", memory=False)
+    assert a.adapter == f"orgs {report['version']}" and "Halbrook" in a.answer and "Halbrook" not in base
+    # An unrelated question routes nowhere: the base model's exact answer.
+    q = "What is 7 times 8?"
+    other = learner.ask(q, memory=False)
+    assert other.adapter is None
+    assert other.answer == learner.ask(q, memory=False, adapter=False).answer
+    # Records are marked, so nothing is pending.
+    assert all(r.adapter_version == report["version"] for r in learner.store.records(kind="knowledge"))
+    assert learner.consolidate("orgs").skipped["orgs"].startswith("nothing new")
+
+
+def test_masks_of_two_domains_are_disjoint_and_both_route(learner, tmp_path):
+    ingest(learner, tmp_path, "orgs")
+    ingest(learner, tmp_path, "geo")
+    run = learner.consolidate()
+    assert [r["domain"] for r in run.reports] == ["geo", "orgs"]
+    assert all(r["status"] == "promoted" for r in run.reports), [r["decision"] for r in run.reports]
+    geo, orgs = (masks.load(learner.adapters.registry.serving(d).path) for d in ("geo", "orgs"))
+    assert masks.overlap(geo, orgs) == 0
+    assert run.reports[1]["mask"]["disjoint_from"] == ["geo"]
+    assert learner.ask("The capital of Zentaria is", memory=False).adapter.startswith("geo ")
+    assert learner.ask("Brindlemoor Robotics is led by", memory=False).adapter.startswith("orgs ")
+
+
+def test_entries_outside_the_mask_never_change(learner, tmp_path):
+    from safetensors.torch import load_file
+
+    ingest(learner, tmp_path, "orgs")
+    [report] = learner.consolidate("orgs").reports
+    folder = learner.adapters.registry.get("orgs", report["version"]).path
+    mask = masks.load(folder)
+    weights = load_file(str(folder / "adapter_model.safetensors"))
+    for key, w in weights.items():
+        if "lora_B" in key:  # B starts at zero: outside the mask it must still be zero
+            m = next(v for k, v in mask.items() if k.endswith(key.split("base_model.model.", 1)[-1].replace(".weight", "") + ".weight"))
+            assert bool((w[~m] == 0).all()) and bool((w[m] != 0).any())
+
+
+def test_a_bad_candidate_is_rejected_and_the_serving_version_keeps_answering(learner, tmp_path):
+    ingest(learner, tmp_path, "orgs")
+    [good] = learner.consolidate("orgs").reports
+    before = learner.ask("Brindlemoor Robotics is led by", memory=False).answer
+    learner.config.consolidation.learning_rate = 50.0  # absurd: the candidate is wrecked
+    [bad] = learner.consolidate("orgs", force=True).reports
+    assert bad["status"] == "rejected"
+    serving = learner.adapters.registry.serving("orgs")
+    assert serving.version == good["version"]
+    a = learner.ask("Brindlemoor Robotics is led by", memory=False)
+    assert a.answer == before and a.adapter == f"orgs {good['version']}"
+
+
+def test_if_due_obeys_the_policy(learner, tmp_path):
+    learner.config.consolidation.min_new_records = 5
+    ingest(learner, tmp_path, "orgs")
+    run = learner.consolidate(if_due=True)
+    assert run.reports == [] and run.skipped["orgs"] == "2 new records, needs 5"
+    learner.config.consolidation.min_new_records = 2
+    learner.config.consolidation.min_interval = "6h"
+    assert [r["domain"] for r in learner.consolidate(if_due=True).reports] == ["orgs"]
+    ingest(learner, tmp_path, "geo")
+    write(tmp_path / "more.jsonl", "".join(json.dumps({"text": t, "domain": "orgs"}) + "\n"
+                                           for t in ["Orla Marine is led by Ida Fenwick.", "Pellucid Labs makes lenses."]))
+    learner.ingest([tmp_path / "more.jsonl"])
+    run = learner.consolidate(if_due=True)
+    assert "interval 6h" in run.skipped["orgs"]  # enough records, but consolidated moments ago
+    assert [r["domain"] for r in run.reports] == ["geo"]
+
+
+def test_rollback_serves_the_previous_version_and_marks_records_pending(learner, tmp_path):
+    first, second = FACTS["orgs"]
+    learner.ingest([write(tmp_path / "a.jsonl", json.dumps({"text": first, "domain": "orgs"}) + "\n")])
+    [v1] = learner.consolidate("orgs").reports
+    learner.ingest([write(tmp_path / "b.jsonl", json.dumps({"text": second, "domain": "orgs"}) + "\n")])
+    [v2] = learner.consolidate("orgs").reports
+    assert (v1["status"], v2["status"]) == ("promoted", "promoted"), v2["decision"]
+    now = learner.rollback_adapter("orgs")
+    assert now.version == v1["version"] == learner.adapters.registry.serving("orgs").version
+    pending = [r.text for r in learner.store.records(kind="knowledge") if r.adapter_version is None]
+    assert pending == [second]
