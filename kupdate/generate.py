@@ -77,24 +77,28 @@ class CopyMix:
     """
 
     def __init__(self, sources: Sequence[Sequence[int]], starts: Sequence[int], mix: float,
-                 key: Callable[[int], str] | None = None) -> None:
-        self.sources = [list(s) for s in sources]
+                 key: Callable[[int], str] | None = None,
+                 row_sources: Sequence[Sequence[Sequence[int]]] | None = None) -> None:
         self.starts = list(starts)
         self.mix = mix
         # Matching compares token keys (by default the ids; `generate` passes lower-cased token
         # text), so "The glass" still meets "the Glasshook" in a memory.
         self.key = key or str
-        self.keyed = [[self.key(t) for t in s] for s in self.sources]
+        # Each row copies from the shared `sources`, or from its own list in `row_sources`.
+        rows = row_sources if row_sources is not None else [sources] * len(self.starts)
+        self.rows = [([list(s) for s in srcs], [[self.key(t) for t in s] for s in srcs]) for srcs in rows]
+        self.sources, self.keyed = self.rows[0] if self.rows else ([], [])
 
-    def candidates(self, answer: list[int]) -> tuple[dict[int, float], int]:
+    def candidates(self, answer: list[int], row: int = 0) -> tuple[dict[int, float], int]:
         """Next tokens after the longest suffix of `answer` found in a source, with their weights."""
+        sources, keyed = self.rows[row] if self.rows else ([], [])
         answer_keys = [self.key(t) for t in answer[-MAX_NGRAM:]]
         for n in range(min(MAX_NGRAM, len(answer_keys)), 0, -1):
             suffix = answer_keys[-n:]
             if n == 1 and (suffix[0] in STOPWORDS or not suffix[0].isalnum()):
                 break  # one shared 'the' or '.' is no evidence of copying
             found: dict[int, float] = {}
-            for rank, (src, keys) in enumerate(zip(self.sources, self.keyed)):
+            for rank, (src, keys) in enumerate(zip(sources, keyed)):
                 for j in range(len(src) - n):
                     if keys[j : j + n] == suffix:
                         found[src[j + n]] = found.get(src[j + n], 0.0) + 1.0 / (rank + 1)
@@ -106,7 +110,7 @@ class CopyMix:
         import torch
 
         for row in range(input_ids.shape[0]):
-            found, n = self.candidates(input_ids[row, self.starts[row] :].tolist())
+            found, n = self.candidates(input_ids[row, self.starts[row] :].tolist(), row)
             found = {t: w for t, w in found.items() if t < scores.shape[1]}
             if not found:
                 continue
@@ -119,10 +123,15 @@ class CopyMix:
 
 
 def generate(llm: Any, prompts: Sequence[Prompt], *, max_new_tokens: int,
-             copy_sources: Sequence[str] = (), copy_mix: float = 0.0) -> list[str]:
-    """Greedy answers for `prompts`, batched with left padding; the prefill is not returned."""
+             copy_sources: Sequence[str] = (), copy_mix: float = 0.0, first_line: bool = False,
+             row_sources: Sequence[Sequence[str]] | None = None) -> list[str]:
+    """Greedy answers for `prompts`, batched with left padding; the prefill is not returned.
+
+    `first_line`: stop each answer at its first line break once it has text (what the metrics
+    score); greedy decoding makes that line the same as in the full answer. `row_sources`: each
+    prompt's own copy sources instead of the shared `copy_sources`."""
     import torch
-    from transformers import LogitsProcessorList
+    from transformers import LogitsProcessorList, StoppingCriteriaList
 
     tok = llm.tokenizer
     rows, starts = [], []
@@ -136,11 +145,13 @@ def generate(llm: Any, prompts: Sequence[Prompt], *, max_new_tokens: int,
     input_ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=llm.device)
     mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=llm.device)
     processors = LogitsProcessorList()
-    if copy_sources and copy_mix > 0:
-        ids = [tok(" " + s.strip(), add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-               for s in copy_sources]
+    if (copy_sources or row_sources) and copy_mix > 0:
+        def encode(texts: Sequence[str]) -> list[list[int]]:
+            return [tok(" " + s.strip(), add_special_tokens=False)["input_ids"] + [tok.eos_token_id] for s in texts]
+
         starts = [s + width - len(r) for s, r in zip(starts, rows)]
-        processors.append(CopyMix(ids, starts, copy_mix, key=_token_key(tok)))
+        per_row = [encode(srcs) for srcs in row_sources] if row_sources is not None else None
+        processors.append(CopyMix(encode(copy_sources), starts, copy_mix, key=_token_key(tok), row_sources=per_row))
     with torch.no_grad():
         out = llm.model.generate(
             input_ids=input_ids,
@@ -148,9 +159,23 @@ def generate(llm: Any, prompts: Sequence[Prompt], *, max_new_tokens: int,
             max_new_tokens=max_new_tokens,
             do_sample=False,
             logits_processor=processors,
+            stopping_criteria=StoppingCriteriaList([FirstLine(tok, width)] if first_line else []),
             pad_token_id=pad,
         )
     return [t.strip() for t in tok.batch_decode(out[:, width:], skip_special_tokens=True)]
+
+
+class FirstLine:
+    """Stopping criterion: a row is done once its answer has a non-blank line followed by a break."""
+
+    def __init__(self, tok: Any, start: int) -> None:
+        self.tok, self.start = tok, start
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        texts = self.tok.batch_decode(input_ids[:, self.start :], skip_special_tokens=True)
+        return torch.tensor([t.lstrip().find("\n") > 0 for t in texts], device=input_ids.device)
 
 
 def _token_key(tok: Any) -> Callable[[int], str]:

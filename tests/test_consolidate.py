@@ -146,3 +146,13 @@ def test_rollback_serves_the_previous_version_and_marks_records_pending(learner,
     assert now.version == v1["version"] == learner.adapters.registry.serving("orgs").version
     pending = [r.text for r in learner.store.records(kind="knowledge") if r.adapter_version is None]
     assert pending == [second]
+
+
+def test_a_stale_statement_is_not_trained_only_its_fresher_version(learner, tmp_path):
+    lines = [{"text": "Veltrane Robotics is led by CEO Ilse Marsh.", "date": "2023-01-01", "domain": "orgs"},
+             {"text": "Veltrane Robotics is led by CEO Tomas Greel.", "date": "2025-01-01", "domain": "orgs"}]
+    learner.ingest([write(tmp_path / "v.jsonl", "".join(json.dumps(x) + "\n" for x in lines))])
+    [report] = learner.consolidate("orgs").reports
+    trained = [r.text for r in learner.store.get(report["records"])]
+    assert trained == ["Veltrane Robotics is led by CEO Tomas Greel."]
+    assert report["data"]["records"] == 1

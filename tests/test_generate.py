@@ -30,3 +30,16 @@ def test_copy_mix_prefers_the_longest_match_and_the_better_ranked_memory():
     # nothing shared: the model's distribution is left alone
     untouched = mix(torch.tensor([[1, 2]]), scores.clone())
     assert torch.equal(untouched, scores)
+
+
+def test_first_line_stops_early_with_the_same_first_line(tiny_llm_dir):
+    from kupdate.generate import Prompt, generate
+    from kupdate.models import load_llm
+    from kupdate.text import first_line
+
+    llm = load_llm(str(tiny_llm_dir), cache_dir=tiny_llm_dir.parent, device="cpu")
+    prompts = [Prompt(f"user: {q}\nassistant:") for q in ("Who is the CEO?", "Water boils at", "The capital of France is")]
+    full = generate(llm, prompts, max_new_tokens=40)
+    short = generate(llm, prompts, max_new_tokens=40, first_line=True)
+    assert [first_line(s) for s in short] == [first_line(f) for f in full]
+    assert all(len(s) <= len(f) for s, f in zip(short, full))

@@ -14,7 +14,7 @@ from conftest import ROOT, SHARED_DATA
 
 NOTEBOOKS = ROOT / "notebooks"
 OVERRIDES = {
-    "01_quickstart.ipynb": "MAX_QUESTIONS = None",
+    "01_quickstart.ipynb": "MAX_QUESTIONS = None\nEPOCHS = 4",
     "02_stale_vs_fresh.ipynb": "N_CASES = 3",
 }
 
@@ -74,6 +74,7 @@ def test_quickstart_answers_with_the_fresh_value_and_cites_it(small_exemplars, t
     assert "Renzo Halbrook" in html and "brindlemoor-2025.md" in html and "2025-02-10" in html
     assert "<s>" in html and "outdated" in html
     assert any("Trondheim" in t for t in texts)  # the %%ask cell
+    assert any(" promoted: no-memory recall" in t or " rejected: no-memory recall" in t for t in texts)
     print(f"01_quickstart ran in {time.perf_counter() - start:.0f} s")
 
 

@@ -159,7 +159,14 @@ class Adapters:
         """Drop an adapter from the model (a rejected candidate)."""
         from peft import PeftModel
 
-        model = self.kb.llm.model
+        llm = self.kb.llm
         self._routers.pop(name, None)
-        if isinstance(model, PeftModel) and name in model.peft_config:
-            model.delete_adapter(name)
+        if not isinstance(llm.model, PeftModel) or name not in llm.model.peft_config:
+            return
+        if len(llm.model.peft_config) == 1:
+            # The last adapter: put the plain model back (peft cannot hold zero adapters).
+            llm.model = llm.model.unload()
+        else:
+            llm.model.delete_adapter(name)
+            llm.model.base_model.set_adapter(next(iter(llm.model.peft_config)), inference_mode=True)
+        llm.model.eval()

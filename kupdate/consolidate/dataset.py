@@ -154,7 +154,7 @@ def build(llm: Any, records: Sequence[Any], exemplars: Sequence[Any], *, copy_mi
     # The teacher: the model with the statement as its only memory note.
     teacher_prompts = [memory_prompt(tok, q, [{"text": s, "valid_from": r.valid_from or ""}]) for q, s, _, r in asked]
     answers = _teacher_answers(llm, teacher_prompts, [s for _, s, _, _ in asked], copy_mix=copy_mix,
-                               max_new_tokens=max_new_tokens)
+                               max_new_tokens=max_new_tokens, batch_size=batch_size)
     from_teacher = 0
     for (q, s, want, _r), tp, a in zip(asked, teacher_prompts, answers):
         full = f"{tp.prefill} {a}".strip() if tp.prefill else a
@@ -179,13 +179,14 @@ def build(llm: Any, records: Sequence[Any], exemplars: Sequence[Any], *, copy_mi
 
 
 def _teacher_answers(llm: Any, prompts: list[Any], sources: list[str], *, copy_mix: float,
-                     max_new_tokens: int) -> list[str]:
+                     max_new_tokens: int, batch_size: int) -> list[str]:
     from kupdate.generate import generate
 
     out: list[str] = []
-    for p, s in zip(prompts, sources):
-        # One prompt at a time: the copy distribution is per memory (each question has its own).
-        out += generate(llm, [p], max_new_tokens=max_new_tokens, copy_sources=[s], copy_mix=copy_mix)
+    for i in range(0, len(prompts), batch_size):
+        # Each question copies from its own statement only.
+        out += generate(llm, prompts[i : i + batch_size], max_new_tokens=max_new_tokens, copy_mix=copy_mix,
+                        row_sources=[[s] for s in sources[i : i + batch_size]], first_line=True)
     return [a.splitlines()[0] if a else a for a in out]
 
 
@@ -194,7 +195,7 @@ def _soft_targets(llm: Any, examples: list[Example], *, batch_size: int) -> None
     example's target tokens, teacher-forced, with any adapter switched off."""
     import torch
 
-    from kupdate.consolidate.train import adapters_off, pad_batch
+    from kupdate.consolidate.train import adapters_off, pad_batch, target_logits
 
     model = llm.model
     with torch.no_grad(), adapters_off(model):
@@ -203,12 +204,16 @@ def _soft_targets(llm: Any, examples: list[Example], *, batch_size: int) -> None
             heads = [x.teacher if x.teacher is not None else x.prompt_ids for x in batch]
             input_ids, attn, _ = pad_batch([(h, x.target_ids) for h, x in zip(heads, batch)],
                                            pad=_pad_id(llm.tokenizer), device=llm.device)
-            logits = model(input_ids=input_ids, attention_mask=attn).logits.float()
-            for row, (h, x) in enumerate(zip(heads, batch)):
-                pos = torch.arange(len(h) - 1, len(h) + len(x.target_ids) - 1, device=logits.device)
-                logp = torch.log_softmax(logits[row, pos], dim=-1)
-                top = torch.topk(logp, TOP_K, dim=-1)
-                x.soft = (top.indices.cpu(), top.values.cpu())
+            rows = torch.cat([torch.full((len(x.target_ids),), r) for r, x in enumerate(batch)]).to(llm.device)
+            cols = torch.cat([torch.arange(len(h) - 1, len(h) - 1 + len(x.target_ids))
+                              for h, x in zip(heads, batch)]).to(llm.device)
+            top = torch.topk(torch.log_softmax(target_logits(model, input_ids, attn, rows, cols).float(), -1),
+                             TOP_K, dim=-1)
+            offset = 0
+            for x in batch:
+                n = len(x.target_ids)
+                x.soft = (top.indices[offset : offset + n].cpu(), top.values[offset : offset + n].cpu())
+                offset += n
 
 
 def _pad_id(tok: Any) -> int:

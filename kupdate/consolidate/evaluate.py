@@ -25,7 +25,7 @@ FORCED_LOCALITY_N = 32
 
 
 def answers(kb: Any, questions: Sequence[str], *, forced: Sequence[Any] | None = None,
-            routed_only: bool = False, batch_size: int = 16) -> tuple[list[str | None], list[bool]]:
+            routed_only: bool = False, first_line: bool = False, batch_size: int = 16) -> tuple[list[str | None], list[bool]]:
     """Memory-shut answers to `questions` as served (or with `forced` routes for all); also
     whether each question was routed to any adapter. `routed_only`: questions routed nowhere are
     not generated (None): the base model answers them, unchanged by construction."""
@@ -46,7 +46,7 @@ def answers(kb: Any, questions: Sequence[str], *, forced: Sequence[Any] | None =
             for j in range(0, len(idx), batch_size):
                 part = idx[j : j + batch_size]
                 prompts = [base_prompt(kb.llm.tokenizer, questions[i]) for i in part]
-                for i, a in zip(part, generate(kb.llm, prompts, max_new_tokens=max_new)):
+                for i, a in zip(part, generate(kb.llm, prompts, max_new_tokens=max_new, first_line=first_line)):
                     out[i] = a
     return out, [bool(r) for r in routes]
 
@@ -55,13 +55,13 @@ def measure(kb: Any, probes: Sequence[Any], records: Sequence[Any], exemplars: S
             forced: Sequence[Any] | None = None) -> dict[str, Any]:
     """The figures of the current serving state (see the module docstring)."""
     metrics: dict[str, Any] = {}
-    got, routed = answers(kb, [p.question for p in probes])
+    got, routed = answers(kb, [p.question for p in probes], first_line=True)
     metrics["fresh_recall"] = rate([hits(a, p.answer) for a, p in zip(got, probes)]).to_dict()
     metrics["routed"] = sum(routed)
     para = [(q, c["answer"]) for r in records for c in [(r.meta or {}).get("checks") or {}]
             for q in c.get("paraphrases", []) if c.get("answer")]
     if para:
-        got, _ = answers(kb, [q for q, _ in para])
+        got, _ = answers(kb, [q for q, _ in para], first_line=True)
         metrics["paraphrase_recall"] = rate([hits(a, want) for a, (_, want) in zip(got, para)]).to_dict()
     metrics["locality"] = _locality(kb, exemplars, records).to_dict()
     if forced is not None:

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -38,6 +39,33 @@ def current_records(kb: Any) -> dict[str, list[Any]]:
     return out
 
 
+def without_outdated(kb: Any, records: list[Any], block: int = 512) -> list[Any]:
+    """`records` less those a fresher record states differently: the rule `ask` applies among
+    retrieved memories (same entities, cosine >= same_fact_similarity, newer valid_from wins),
+    applied to each record's near neighbours, so an adapter never learns a stale value."""
+    import numpy as np
+
+    from kupdate.retrieval import Memory, mark_outdated
+
+    if len(records) < 2:
+        return records
+    vecs = kb.store.vectors([r.id for r in records])
+    same = kb.config.retrieval.same_fact_similarity
+    keep = []
+    for start in range(0, len(records), block):
+        sims = vecs[start : start + block] @ vecs.T
+        for row, sim in enumerate(sims):
+            i = start + row
+            near = np.nonzero(sim >= same)[0]
+            if len(near) > 1:
+                group = [Memory(records[j], 0.0, 0.0, 0.0, 0.0) for j in near]
+                mark_outdated(group, vecs[near], same, None)
+                if any(m.outdated and m.record.id == records[i].id for m in group):
+                    continue
+            keep.append(records[i])
+    return keep
+
+
 def consolidate(kb: Any, domain: str | None = None, *, if_due: bool = False, force: bool = False,
                 progress: bool = False) -> ConsolidationRun:
     from kupdate.adapters.policy import due
@@ -46,7 +74,7 @@ def consolidate(kb: Any, domain: str | None = None, *, if_due: bool = False, for
     registry = kb.adapters.registry
     run = ConsolidationRun()
     with registry.lock():
-        current = current_records(kb)
+        current = {d: without_outdated(kb, recs) for d, recs in current_records(kb).items()}
         rebuild = set((kb.store.get_meta(REBUILD_KEY, {}) or {}).keys())
         if domain is not None and domain not in current:
             known = ", ".join(sorted(current)) or "none"
@@ -78,11 +106,14 @@ def consolidate_domain(kb: Any, domain: str, records: list[Any], *, progress: bo
     version, folder = registry.allocate(domain)
     name = adapter_name(domain, version)
     exemplars = kb.exemplars()
+    say = (lambda msg: print(f"[{domain} {version}] {msg}", file=sys.stderr, flush=True)) if progress else (lambda msg: None)
+    say(f"building the training set from {len(records)} records")
     t = time.perf_counter()
     tset = dataset.build(kb.llm, records, exemplars, copy_mix=kb.config.generation.copy_mix,
                          max_new_tokens=kb.config.generation.max_new_tokens, replay=cfg.replay, seed=cfg.seed,
                          batch_size=cfg.batch_size)
     seconds = {"build": time.perf_counter() - t}
+    say(f"{tset.stats['examples']} examples; measuring what serves now")
     t = time.perf_counter()
     before = evaluate.measure(kb, tset.probes, records, exemplars)
     seconds["evaluate_before"] = time.perf_counter() - t
@@ -97,6 +128,7 @@ def consolidate_domain(kb: Any, domain: str, records: list[Any], *, progress: bo
         texts = [s for r in records for s in dataset.statements(r)]
         save_router(folder, texts, kb.embedder.encode(texts), kb.config.embedder)
         served.override[domain] = (version, folder)
+        say(f"trained {result.steps} steps in {result.seconds:.0f} s; measuring the candidate")
         t = time.perf_counter()
         after = evaluate.measure(kb, tset.probes, records, exemplars,
                                  forced=served.route_to(domain))

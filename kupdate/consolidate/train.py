@@ -72,9 +72,10 @@ def target_modules(model: Any) -> list[str]:
     """The usual LoRA targets present in `model` (Llama-style names), else every Linear's name."""
     import torch
 
-    names = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+    names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
     found = [m for m in TARGET_MODULES if m in names]
-    return found or sorted(names - {"lm_head"})
+    linear = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+    return found or sorted(linear - {"lm_head", "base_layer"})
 
 
 def attach(llm: Any, name: str, cfg: Any) -> Any:
@@ -85,7 +86,9 @@ def attach(llm: Any, name: str, cfg: Any) -> Any:
 
     torch.manual_seed(cfg.seed)  # every domain's adapter starts from the same A (see masks)
     if isinstance(llm.model, PeftModel):
-        modules = sorted(next(iter(llm.model.peft_config.values())).target_modules)
+        # Every domain's adapter has the same targets (and so the same shapes as its mask).
+        known = next(iter(llm.model.peft_config.values()), None)
+        modules = sorted(known.target_modules) if known else target_modules(llm.model)
         llm.model.add_adapter(name, lora_config(cfg, modules))
         llm.model.base_model.set_adapter(name)
     else:
@@ -113,7 +116,7 @@ def train(llm: Any, examples: Sequence[Any], cfg: Any, *, name: str, taken: dict
     rng = random.Random(cfg.seed)
     facts = [x for x in examples if x.kind != "replay"]
     replay = [x for x in examples if x.kind == "replay"]
-    per_step = max(1, cfg.batch_size // 4) if replay else 0
+    per_step = max(1, cfg.batch_size // 8) if replay else 0
     pad = llm.tokenizer.pad_token_id if llm.tokenizer.pad_token_id is not None else llm.tokenizer.eos_token_id
     model.train()
     result = TrainResult(mask={})
@@ -161,42 +164,68 @@ def train(llm: Any, examples: Sequence[Any], cfg: Any, *, name: str, taken: dict
 
 def _batches(facts: list[Any], replay: list[Any], size: int, per_step: int, rng: random.Random,
              steps: int | None = None) -> Iterator[list[Any]]:
-    order = facts[:]
-    rng.shuffle(order)
-    n = 0
-    for i in range(0, len(order), size):
-        if steps is not None and n >= steps:
+    """Shuffled batches of `size` facts (similar lengths together, so little padding), each with
+    `per_step` replayed exemplars; `steps`: exactly that many batches, cycling over the facts."""
+    def epoch() -> list[list[Any]]:
+        order = facts[:]
+        rng.shuffle(order)
+        out = []
+        for i in range(0, len(order), size * 8):  # sort within windows of 8 batches
+            window = sorted(order[i : i + size * 8], key=lambda x: len(x.prompt_ids) + len(x.target_ids))
+            out += [window[j : j + size] for j in range(0, len(window), size)]
+        rng.shuffle(out)
+        return out
+
+    made = 0
+    while facts and (steps is None or made < steps):
+        for batch in epoch():
+            if steps is not None and made >= steps:
+                return
+            made += 1
+            yield batch + (rng.sample(replay, min(per_step, len(replay))) if per_step else [])
+        if steps is None:
             return
-        extra = rng.sample(replay, min(per_step, len(replay))) if per_step else []
-        n += 1
-        yield order[i : i + size] + extra
-    if steps is not None and n < steps and order:
-        yield from _batches(facts, replay, size, per_step, rng, steps - n)
+
+
+def target_logits(model: Any, input_ids: Any, attn: Any, rows: Any, cols: Any) -> Any:
+    """Logits at the (row, col) positions only: the output layer (a 576 x 49k matmul per token for
+    SmolLM2) runs on the target tokens, not on every prompt and padding token."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    body = getattr(base, base.base_model_prefix, None)
+    head = base.get_output_embeddings()
+    if body is None or head is None:
+        return model(input_ids=input_ids, attention_mask=attn).logits[rows, cols]
+    hidden = body(input_ids=input_ids, attention_mask=attn).last_hidden_state
+    return head(hidden[rows, cols])
 
 
 def _step(model: Any, opt: Any, batch: list[Any], cfg: Any, pad: int, device: Any) -> tuple[float, int]:
     import torch
 
-    input_ids, attn, labels = pad_batch([(x.prompt_ids, x.target_ids) for x in batch], pad=pad, device=device)
+    input_ids, attn, _ = pad_batch([(x.prompt_ids, x.target_ids) for x in batch], pad=pad, device=device)
+    rows = torch.cat([torch.full((len(x.target_ids),), i) for i, x in enumerate(batch)]).to(device)
+    cols = torch.cat([torch.arange(len(x.prompt_ids) - 1, len(x.prompt_ids) - 1 + len(x.target_ids))
+                      for x in batch]).to(device)
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if str(device).startswith("cuda")
                 else contextlib.nullcontext())
     with autocast:
-        logits = model(input_ids=input_ids, attention_mask=attn).logits
-    logp = torch.log_softmax(logits.float(), dim=-1)
+        logits = target_logits(model, input_ids, attn, rows, cols)
+    logp_all = torch.log_softmax(logits.float(), dim=-1)
     lm_terms, soft_terms = [], []
-    for row, x in enumerate(batch):
-        start = len(x.prompt_ids) - 1
-        pos = torch.arange(start, start + len(x.target_ids), device=logp.device)
-        row_logp = logp[row, pos]
+    offset = 0
+    dev = logp_all.device
+    for x in batch:
+        row_logp = logp_all[offset : offset + len(x.target_ids)]
+        offset += len(x.target_ids)
         if x.kind != "replay":
-            tgt = torch.tensor(x.target_ids, device=logp.device)
+            tgt = torch.tensor(x.target_ids, device=dev)
             lm_terms.append(-row_logp.gather(1, tgt[:, None]).squeeze(1))
         if x.soft is not None:
-            ids, t_logp = (t.to(logp.device) for t in x.soft)
+            ids, t_logp = (t.to(dev) for t in x.soft)
             p = torch.softmax(t_logp, dim=-1)  # the teacher's top-k, renormalised
             weight = cfg.kl_replay if x.kind == "replay" else cfg.kl_teacher
             soft_terms.append(weight * -(p * row_logp.gather(1, ids)).sum(-1))
-    loss = torch.zeros((), device=logp.device)
+    loss = torch.zeros((), device=dev)
     if lm_terms:
         loss = loss + torch.cat(lm_terms).mean()
     if soft_terms:
