@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from kupdate.cli.output import emit_json, stderr_is_tty, warn
+from kupdate.consolidate.run import metric_value
 
 # Same as in main.py; not imported from there because main imports this module while loading.
 KbOpt = Annotated[
@@ -120,7 +121,7 @@ def adapters_list(kb: KbOpt = None, json_: JsonOpt = False) -> None:
     typer.echo(f"{'domain':<16} {'serving':<8} {'versions':<28} {'last attempt':<26} metrics (serving)")
     for r in rows:
         counts = f"{r['versions']} ({r['promoted']} promoted, {r['rejected']} rejected)"
-        metrics = ", ".join(f"{METRICS.get(k, k)} {_num(v)}" for k, v in r["metrics"].items()) or "-"
+        metrics = ", ".join(f"{METRICS.get(k, k)} {metric_value(v)}" for k, v in r["metrics"].items()) or "-"
         typer.echo(f"{r['domain']:<16} {r['serving'] or 'none':<8} {counts:<28} "
                    f"{r['last_attempt_at'] or '-':<26} {metrics}")
 
@@ -200,20 +201,7 @@ def adapters_rollback(
 
 def run_lines(run: Any) -> list[str]:
     """What a consolidation run did, one line per domain (also the schedule's log)."""
-    lines = [report_line(r) for r in run.reports]
-    lines += [f"{d}: not consolidated ({why})" for d, why in run.skipped.items()]
-    return lines or ["nothing to consolidate: no domain holds knowledge records"]
-
-
-def report_line(r: dict[str, Any]) -> str:
-    """'cf: v0003 promoted in 212 s: no-memory recall 0.10 -> 0.92, locality 1.00'."""
-    secs = (r.get("seconds") or {}).get("total")
-    took = f" in {secs:.0f} s" if isinstance(secs, (int, float)) else ""
-    line = f"{r.get('domain', '?')}: {r.get('version', '?')} {r.get('status', '?')}{took}"
-    metrics = _metrics(r)
-    line += f": {metrics}" if metrics else ""
-    reason = (r.get("decision") or {}).get("reason")
-    return line + (f" ({reason})" if reason and r.get("status") != "promoted" else "")
+    return run.to_text().splitlines()
 
 
 def _metrics(report: dict[str, Any], *, every: bool = False) -> str:
@@ -226,19 +214,15 @@ def _metrics(report: dict[str, Any], *, every: bool = False) -> str:
     parts = []
     for k in keys:
         if k == "locality" and not every:
-            parts.append(f"locality {_num(after.get(k))}")
+            parts.append(f"locality {metric_value(after.get(k))}")
         else:
-            parts.append(f"{METRICS.get(k, k)} {_num(before.get(k))} -> {_num(after.get(k))}")
+            parts.append(f"{METRICS.get(k, k)} {metric_value(before.get(k))} -> {metric_value(after.get(k))}")
     return ", ".join(parts)
 
 
 def _after(report: dict[str, Any]) -> dict[str, Any]:
     after = (report.get("metrics") or {}).get("after") or {}
     return {k: after[k] for k in METRICS if k in after}
-
-
-def _num(value: Any) -> str:
-    return f"{value:.2f}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "-"
 
 
 def register(app: typer.Typer) -> None:

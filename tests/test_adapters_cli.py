@@ -8,9 +8,9 @@ import pytest
 from conftest import doc
 
 from kupdate.adapters import AdapterRegistry
-from kupdate.cli.adapters import report_line
 from kupdate.cli.main import run
 from kupdate.config import Config, dump_config
+from kupdate.consolidate.run import report_line
 
 
 def cli(capsys, *args: str) -> tuple[int, str, str]:
@@ -63,6 +63,16 @@ def test_report_line():
          "metrics": {"after": {"fresh_recall": 0.5}}}
     assert report_line(r) == "cf: v0004 rejected: no-memory recall - -> 0.50 (locality 0.90 < 0.95)"
     assert report_line({}) == "?: ? ?"
+
+
+def test_report_line_reads_metrics_as_consolidation_stores_them():
+    from kupdate.metrics import rate
+
+    r = {"domain": "cf", "version": "v0001", "status": "promoted", "seconds": {"total": 5.0},
+         "metrics": {"before": {"fresh_recall": rate([False] * 4).to_dict(), "locality": rate([True] * 4).to_dict()},
+                     "after": {"fresh_recall": rate([True] * 3 + [False]).to_dict(),
+                               "locality": rate([True] * 4).to_dict()}}}
+    assert report_line(r) == "cf: v0001 promoted in 5 s: no-memory recall 0.00 -> 0.75, locality 1.00"
 
 
 def test_adapters_list(capsys, bare_kb):

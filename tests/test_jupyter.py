@@ -179,6 +179,8 @@ def test_load_ext_magics_ask_search_status_ingest_in_ipython(kb, shell, capsys, 
 
     result, out, _ = run_cell(shell, capsys, f"%%ask --no-memory\n{QUESTION}")
     assert result.success and "gate shut" in out and "new.md" not in out
+    result, out2, _ = run_cell(shell, capsys, f"%kupdate ask --no-memory --no-adapter {QUESTION}")
+    assert result.success and out2 == out  # no adapter serves yet: the same base-model answer
 
     result, out, _ = run_cell(shell, capsys, "%kupdate search -k 5 Veltrane CEO")
     assert result.success and "OUTDATED" in out and "Ilse Marsh" in out
@@ -201,11 +203,54 @@ def test_magic_errors_are_one_line(kb, shell, capsys):
         "%%ask\n   \n": "no question given",
         "%kupdate ingest /no/such/file.md": "/no/such/file.md",
         "%kupdate ask --as-of yesterday Who?": "--as-of",
+        "%kupdate consolidate --domain nosuch": "no current records in domain 'nosuch'",
+        "%kupdate consolidate --every 6h": "unrecognized arguments: --every",
     }
-    if not hasattr(kb, "consolidate"):
-        cases["%kupdate consolidate"] = "consolidation is not available in this version"
     for code, message in cases.items():
         result, out, err = run_cell(shell, capsys, code)
         assert not result.success, code
         assert "Traceback" not in err and len(err.strip().splitlines()) == 1, (code, err)
         assert message in err, (code, err)
+
+
+def test_consolidate_magic_prints_why_nothing_was_consolidated(kb, shell, capsys):
+    shell.user_ns["kb"] = kb
+    run_cell(shell, capsys, "%load_ext kupdate")
+    # Two versions of one fact in domain orgs, so one record to learn; the policy wants 20.
+    result, out, _ = run_cell(shell, capsys, "run = %kupdate consolidate --if-due")
+    assert result.success
+    assert out.strip() == "orgs: not consolidated (1 new record, needs 20)"
+    run = shell.user_ns["run"]
+    assert run.reports == [] and run.skipped == {"orgs": "1 new record, needs 20"}
+    assert not (kb.path / "adapters" / "orgs").exists()  # nothing was trained
+    # As a cell's value, the run shows as one line, not its full reports.
+    result, out, _ = run_cell(shell, capsys, "%kupdate consolidate --if-due")
+    assert result.success and type(result.result).__name__ == "ConsolidationRun"
+    assert "<ConsolidationRun: 0 trained (0 promoted, 0 rejected), 1 skipped" in out
+
+
+def test_consolidate_magic_on_an_empty_kb_says_there_is_nothing(tiny_kb, shell, capsys):
+    shell.user_ns["kb"] = tiny_kb
+    run_cell(shell, capsys, "%load_ext kupdate")
+    result, out, _ = run_cell(shell, capsys, "%kupdate consolidate")
+    assert result.success and "nothing to consolidate: no domain holds knowledge records" in out
+
+
+def test_consolidation_lines_say_version_status_recall_locality_and_time():
+    from kupdate.consolidate.run import ConsolidationRun
+    from kupdate.jupyter.display import consolidation_text
+
+    def report(status, before, after, reason):
+        return {"domain": "cf", "version": "v0003", "status": status, "seconds": {"total": 211.6},
+                "metrics": {"before": {"fresh_recall": {"value": before}, "locality": {"value": 1.0}},
+                            "after": {"fresh_recall": {"value": after}, "locality": {"value": 0.97}}},
+                "decision": {"reason": reason}}
+
+    run = ConsolidationRun(reports=[report("promoted", 0.1, 0.92, "recall up"),
+                                    report("rejected", 0.92, 0.9, "not better than what serves")],
+                           skipped={"orgs": "12 new records, needs 20"})
+    assert consolidation_text(run).splitlines() == [
+        "cf: v0003 promoted in 212 s: no-memory recall 0.10 -> 0.92, locality 0.97",
+        "cf: v0003 rejected in 212 s: no-memory recall 0.92 -> 0.90, locality 0.97 (not better than what serves)",
+        "orgs: not consolidated (12 new records, needs 20)",
+    ]

@@ -27,6 +27,45 @@ class ConsolidationRun:
     def to_dict(self) -> dict[str, Any]:
         return {"reports": self.reports, "skipped": self.skipped}
 
+    def to_text(self) -> str:
+        """One line per domain trained, then one per domain skipped (`kupdate consolidate`, the
+        schedule's log, `%kupdate consolidate`)."""
+        lines = [report_line(r) for r in self.reports]
+        lines += [f"{d}: not consolidated ({why})" for d, why in self.skipped.items()]
+        return "\n".join(lines) or "nothing to consolidate: no domain holds knowledge records"
+
+    def __repr__(self) -> str:  # a one-line stand-in: the reports hold every loss and metric
+        promoted = sum(r.get("status") == "promoted" for r in self.reports)
+        return (f"<ConsolidationRun: {len(self.reports)} trained ({promoted} promoted, "
+                f"{len(self.reports) - promoted} rejected), {len(self.skipped)} skipped; "
+                "see .reports, .skipped, .to_dict()>")
+
+
+#: Report metrics, in the order and words they are printed.
+LINE_METRICS = {"fresh_recall": "no-memory recall", "paraphrase_recall": "paraphrase recall"}
+
+
+def metric_value(value: Any) -> str:
+    """A report metric (a Rate dict, or a number) as '0.92'; '-' when absent."""
+    value = value.get("value") if isinstance(value, dict) else value
+    return f"{value:.2f}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "-"
+
+
+def report_line(report: dict[str, Any]) -> str:
+    """'cf: v0003 promoted in 212 s: no-memory recall 0.10 -> 0.92, locality 1.00' (+ why, if rejected)."""
+    metrics = report.get("metrics") or {}
+    before, after = metrics.get("before") or {}, metrics.get("after") or {}
+    parts = [f"{words} {metric_value(before.get(k))} -> {metric_value(after.get(k))}"
+             for k, words in LINE_METRICS.items() if k in before or k in after]
+    if "locality" in after:
+        parts.append(f"locality {metric_value(after['locality'])}")
+    secs = (report.get("seconds") or {}).get("total")
+    line = f"{report.get('domain', '?')}: {report.get('version', '?')} {report.get('status', '?')}"
+    line += f" in {secs:.0f} s" if isinstance(secs, (int, float)) else ""
+    line += f": {', '.join(parts)}" if parts else ""
+    reason = (report.get("decision") or {}).get("reason")
+    return line + (f" ({reason})" if reason and report.get("status") != "promoted" else "")
+
 
 def current_records(kb: Any) -> dict[str, list[Any]]:
     """Current knowledge records (not superseded or retired) by domain."""

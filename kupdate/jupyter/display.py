@@ -87,6 +87,11 @@ def status_text(s: Any) -> str:
     return s.to_text()
 
 
+def consolidation_text(run: Any) -> str:
+    """What a consolidation did: one line per domain trained, then one per domain skipped."""
+    return run.to_text()
+
+
 # -- HTML ----------------------------------------------------------------------------------------
 def gate_badge(gate: Any) -> str:
     state, style = ("open", _OPEN) if gate.open else ("shut", _SHUT)

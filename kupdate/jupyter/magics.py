@@ -6,7 +6,8 @@
     %kupdate ask --no-memory Who leads Brindlemoor Robotics?
     %kupdate search Morrowgate headquarters
     %kupdate status
-    %kupdate consolidate
+    %kupdate consolidate --if-due            # also: --domain D, --force
+    run = %kupdate consolidate               # the ConsolidationRun (reports, skipped)
 
     %%ask --as-of 2024-01-01
     Who leads Brindlemoor Robotics?
@@ -34,13 +35,13 @@ from kupdate.errors import USER_ERRORS
 USAGE = """Usage: %kupdate VERB ...
   open [PATH]                                    switch knowledge base (bound to `kb`)
   ingest PATH... [--domain D] [--as-of DATE] [--skip-bad]
-  ask [--no-memory] [--as-of DATE] [--domain D] QUESTION
+  ask [--no-memory] [--no-adapter] [--as-of DATE] [--domain D] QUESTION
   search [-k N] [--as-of DATE] [--domain D] QUERY
   status
-  consolidate [--domain D]
-Cell magic: %%ask [--no-memory] [--as-of DATE] [--domain D], with the question as the cell body."""
+  consolidate [--domain D] [--if-due] [--force]   distil memory into per-domain adapters; returns the run
+Cell magic: %%ask [--no-memory] [--no-adapter] [--as-of DATE] [--domain D], with the question as the cell body."""
 
-ASK_OPTIONS = ({"--no-memory"}, {"--as-of", "--domain"})
+ASK_OPTIONS = ({"--no-memory", "--no-adapter"}, {"--as-of", "--domain"})
 SEARCH_OPTIONS = (set(), {"-k", "--top", "--as-of", "--domain"})
 
 
@@ -138,7 +139,7 @@ class KupdateMagics(Magics):
 
     @cell_magic("ask")
     def ask_cell(self, line: str, cell: str) -> Any:
-        """%%ask [--no-memory] [--as-of DATE] [--domain D]: the cell body is the question."""
+        """%%ask [--no-memory] [--no-adapter] [--as-of DATE] [--domain D]: the cell body is the question."""
         opts, extra = leading_options(line, *ASK_OPTIONS, where="%%ask")
         if extra:
             raise UsageError(f"%%ask: unexpected {extra!r} on the magic line; the question goes in the cell body")
@@ -152,6 +153,7 @@ class KupdateMagics(Magics):
         if not question:
             raise UsageError("no question given; e.g. %kupdate ask Who leads Brindlemoor Robotics?")
         return self.current_kb().ask(question, memory=not opts.get("--no-memory", False),
+                                     adapter=not opts.get("--no-adapter", False),
                                      as_of=opts.get("--as-of"), domain=opts.get("--domain"))
 
     def _verb_ask(self, rest: str) -> Any:
@@ -197,14 +199,18 @@ class KupdateMagics(Magics):
               "it is `kb`.")
 
     def _verb_consolidate(self, rest: str) -> Any:
+        """Prints one line per domain (trained or skipped) and returns the `ConsolidationRun`."""
+        from kupdate.jupyter.display import consolidation_text
+
         p = _Parser(prog="%kupdate consolidate")
         p.add_argument("--domain")
+        p.add_argument("--if-due", dest="if_due", action="store_true",
+                       help="only domains the policy says are due ([consolidation] min_new_records, min_interval)")
+        p.add_argument("--force", action="store_true", help="consolidate even when not due or nothing is new")
         a = p.parse_args(_split(rest))
-        kb = self.current_kb()
-        if not hasattr(kb, "consolidate"):
-            raise UsageError("consolidation is not available in this version of kupdate "
-                             "(KnowledgeBase has no consolidate()); answers still use the gated memory")
-        return kb.consolidate(**({"domain": a.domain} if a.domain else {}))
+        run = self.current_kb().consolidate(domain=a.domain, if_due=a.if_due, force=a.force, progress=True)
+        print(consolidation_text(run))
+        return run
 
 
 _MAGIC_LINE = re.compile(r"^(\s*)%kupdate\s+(.*?)\s*$", re.S)
@@ -228,6 +234,9 @@ def protect_questions(lines: list[str]) -> list[str]:
 def load(ipython: Any) -> None:
     """Register the magics and the `?` transformer (what `%load_ext kupdate` does)."""
     ipython.register_magics(KupdateMagics)
+    # A run's reports hold every loss and metric: shown as `Out`, one line says what it holds.
+    ipython.display_formatter.formatters["text/plain"].for_type_by_name(
+        "kupdate.consolidate.run", "ConsolidationRun", lambda run, p, cycle: p.text(repr(run)))
     if protect_questions not in ipython.input_transformers_cleanup:
         ipython.input_transformers_cleanup.append(protect_questions)
 
