@@ -119,7 +119,7 @@ def ask(kb: Any, question: str, *, memory: bool = True, adapter: bool = True, as
         t1 = time.perf_counter()
         t["embed"] = (t1 - t0) * 1000
         memories = retrieve(kb.store, question, qvec, retrieval=cfg.retrieval, gate=cfg.gate,
-                            domain=domain, as_of=as_of)
+                            domain=domain, as_of=as_of, encode=kb.embedder.encode)
         t2 = time.perf_counter()
         t["search"] = (t2 - t1) * 1000
     t3 = time.perf_counter()

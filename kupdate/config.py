@@ -72,6 +72,10 @@ class GateConfig:
     dense_weight: float = _f(0.4, "Weight of the dense cosine in the gate score.")
     lexical_weight: float = _f(0.3, "Weight of IDF-weighted term coverage in the gate score.")
     entity_weight: float = _f(0.3, "Weight of named-entity coverage in the gate score.")
+    min_entity_coverage: float = _f(
+        0.5, "A memory covering less than this share of the question's names (IDF-weighted) scores "
+        "proportionally less, so a question about another subject of the same shape keeps the gate shut."
+    )
 
     def __post_init__(self) -> None:
         if not 0 <= self.floor <= self.ceiling <= 1:

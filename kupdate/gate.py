@@ -67,6 +67,10 @@ def relevance(query: QueryTerms, text: str, dense: float, cfg: GateConfig, *, co
     entity = coverage(query.entities, query.idf, around) if query.entities else lexical
     dense_c = min(max(dense, 0.0), 1.0)
     score = cfg.dense_weight * dense_c + cfg.lexical_weight * lexical + cfg.entity_weight * entity
+    if query.entities and entity < cfg.min_entity_coverage:
+        # Missing the question's most specific names ("Storikrin Energy" against a memory about
+        # "Brurounus Energy": only the sector word is shared) is strong evidence of another subject.
+        score *= entity / cfg.min_entity_coverage
     return Relevance(round(score, 4), round(dense_c, 4), round(lexical, 4), round(entity, 4))
 
 

@@ -244,7 +244,7 @@ class KnowledgeBase:
         as_of = parse_date(as_of, where="--as-of") if as_of else None
         qvec = self.embedder.encode([query])[0]
         found = retrieve(self.store, query, qvec, retrieval=self.config.retrieval, gate=self.config.gate,
-                         domain=domain, as_of=as_of)
+                         domain=domain, as_of=as_of, encode=self.embedder.encode)
         return found[: k or self.config.retrieval.top_k]
 
     def ask(self, question: str, *, memory: bool = True, adapter: bool = True, as_of: str | None = None,

@@ -10,12 +10,14 @@ retired memory must not push aside the one still in force.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from kupdate.config import GateConfig, RetrievalConfig
+from kupdate.conflicts import mark_conflicts
 from kupdate.gate import QueryTerms, relevance
 from kupdate.ingest.dates import now_iso
 from kupdate.text import entities, terms
@@ -109,8 +111,11 @@ def retrieve(
     gate: GateConfig,
     domain: str | None = None,
     as_of: str | None = None,
+    encode: Callable[[list[str]], np.ndarray] | None = None,
 ) -> list[Memory]:
-    """Candidates from dense and lexical search, scored for the gate, sorted best first."""
+    """Candidates from dense and lexical search, scored for the gate, sorted best first.
+
+    `encode` (the embedder's): also apply the per-question same-fact rule of `kupdate.conflicts`."""
     k = retrieval.candidates
     ids: dict[int, None] = {}
     for hit in store.search(qvec, k=k, domain=domain, as_of=as_of):
@@ -128,6 +133,8 @@ def retrieve(
         rel = relevance(query, r.text, float(d), gate)
         memories.append(Memory(r, rel.score, rel.dense, rel.lexical, rel.entity))
     mark_outdated(memories, vectors, retrieval.same_fact_similarity, as_of)
+    if encode is not None:
+        mark_conflicts(memories, question, encode, retrieval.same_fact_similarity, _newer)
     memories.sort(key=lambda m: (-m.score, m.id))
     return memories
 

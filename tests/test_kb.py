@@ -115,3 +115,28 @@ def test_exemplars_keep_base_answers_and_never_come_back_as_knowledge(tiny_kb, t
     exemplars = list(tiny_kb.store.records("exemplar"))
     assert all("base_answer" in r.meta for r in exemplars)
     assert tiny_kb.search("How many continents are there?") == []
+
+
+def test_an_update_in_other_words_outdates_the_old_value_for_that_question_only(tiny_kb, tmp_path):
+    """Whole-memory similarity misses updates that change much of a sentence; per question, the
+    sentences answering it are compared with the names masked, so the newer value wins, and a
+    newer statement about another attribute of the same company outdates nothing."""
+    docs = tmp_path / "docs"
+    doc(docs, "a.md", "2023-01-01", "The flagship product of Brurounus Energy is the Betrom kiln. "
+        "The company employs about 300 people.")
+    doc(docs, "b.md", "2025-01-01", "Analysts expected it. The flagship product of Brurounus Energy is "
+        "now the Neme drone.")
+    doc(docs, "c.md", "2025-06-01", "Brurounus Energy moved its headquarters to Bilbao.")
+    tiny_kb.ingest([docs])
+    found = {m.record.source.rsplit("/", 1)[-1]: m for m in tiny_kb.search("What is the flagship product of Brurounus Energy?", k=5)}
+    assert found["a.md"].outdated and found["a.md"].outdated_by == found["b.md"].id
+    assert not found["b.md"].outdated and not found.get("c.md", found["b.md"]).outdated
+    hq = {m.record.source.rsplit("/", 1)[-1]: m for m in tiny_kb.search("Where is Brurounus Energy headquartered?", k=5)}
+    assert not hq["c.md"].outdated
+
+
+def test_a_question_about_another_company_of_the_same_sector_keeps_the_gate_shut(tiny_kb, tmp_path):
+    doc(tmp_path / "docs", "a.md", "2025-01-01", "The flagship product of Brurounus Energy is the Neme drone.")
+    tiny_kb.ingest([tmp_path / "docs"])
+    assert tiny_kb.ask("What is the flagship product of Brurounus Energy?").gate.open
+    assert not tiny_kb.ask("What is the flagship product of Storikrin Energy?").gate.open
