@@ -1,15 +1,17 @@
-"""Fresh over stale for one question: memories stating the same thing about the question's subject
-with different values (DESIGN.md section 5).
+"""Fresh over stale for one question: memories stating the question's attribute of the question's
+subject with different values (DESIGN.md section 5).
 
 Whole-memory similarity misses many updates: in "The flagship product of Brurounus Energy is the
 Betrom kiln." against "... is the Neme drone." the values are a large part of the sentence, and
-MiniLM puts the two at a cosine of 0.53. So, per question, each candidate memory is reduced to
-the sentence that answers it, with every name the question does not mention masked ("The
-flagship product of Brurounus Energy is the X kiln."). Two such shapes about the question's
-subject that still embed within `same_fact_similarity` of each other state the same fact: the
-one with the newer `valid_from` is current, the others are outdated by it. A sentence about
-another attribute of the same subject ("Brurounus Energy moved its headquarters to X.") keeps
-a different shape, so it never outdates the answer.
+MiniLM puts the two at a cosine of 0.53; and a memory holding several facts is close to none of
+them. So, per question naming a subject, every sentence of the memories about that subject is
+reduced to its shape, with all names masked ("The flagship product of X is the X kiln."), and
+compared with the question's shape ("What is the flagship product of X?"). The memories whose
+best sentence matches the question's shape about as well as the best one does (within
+SLOT_WINDOW, and at least SLOT_MIN) state the attribute asked about: among them the newest
+`valid_from` is current and the others are outdated by it. A newer sentence about another
+attribute of the same subject ("X moved its headquarters to X.") has another shape and outdates
+nothing.
 """
 
 from __future__ import annotations
@@ -22,43 +24,48 @@ import numpy as np
 
 from kupdate.text import STOPWORDS, entities, stem, words
 
-_SPAN = re.compile(r"\b[A-Z][\w'’-]*(?:\s+(?:of\s+|de\s+|van\s+|von\s+)?[A-Z][\w'’-]*)*|\d[\d,.]*")
+_WORD = re.compile(r"\b[A-Z][\w'’-]*|\b\d[\d,.]*\b")
+_XS = re.compile(r"X(?:\s+(?:of\s+)?X)+")
+SLOT_MIN = 0.5  # a sentence whose shape matches the question's less than this does not answer it
+SAME_SHAPE = 0.72  # two answering sentences this close in shape state the same attribute
 
 
-def shape(sentence: str, keep: set[str]) -> str:
-    """`sentence` with every name or number whose words are not in `keep` (stems) replaced by X."""
+def shape(sentence: str) -> str:
+    """`sentence` with names and numbers masked: 'The CEO of Vaiquend Labs is Ivo Kern.' ->
+    'The CEO of X is X.' (stopwords and short acronyms such as CEO stay)."""
     def mask(m: re.Match[str]) -> str:
-        ws = [w for w in words(m.group(0)) if w not in STOPWORDS]
-        return m.group(0) if not ws or all(stem(w) in keep for w in ws) else "X"
+        w = m.group(0)
+        keep = w.lower() in STOPWORDS or (w.isalpha() and w.isupper() and len(w) <= 4)
+        return w if keep else "X"
 
-    return _SPAN.sub(mask, sentence)
-
-
-def answering_sentence(text: str, wanted: Sequence[str]) -> str:
-    """The sentence of `text` holding most of the question's terms (stems); the first on a tie."""
-    from kupdate.answer import _statements
-
-    sentences = _statements(text) or [text]
-    return max(sentences, key=lambda s: sum(stem(w) in {stem(x) for x in words(s)} for w in wanted))
+    return _XS.sub("X", _WORD.sub(mask, sentence))
 
 
 def mark_conflicts(memories: Sequence[Any], question: str, encode: Callable[[list[str]], np.ndarray],
-                   same_fact: float, newer: Callable[[Any, Any], bool]) -> None:
-    """Flag (in place) current memories about the question's subject that a newer memory restates
-    with another value. Only questions naming a subject take part."""
+                   newer: Callable[[Any, Any], bool]) -> None:
+    """Flag (in place) current memories that a newer memory overrides on the question's attribute
+    of the question's subject. Only questions naming a subject take part."""
+    from kupdate.answer import _statements
+
     subject = {stem(w) for w in entities(question)}
     if not subject:
         return
-    wanted = [w for w in words(question) if w not in STOPWORDS]
-    about = [m for m in memories if not m.outdated
-             and subject <= {stem(w) for w in words(m.record.text)}]
+    about = [m for m in memories if not m.outdated and subject <= {stem(w) for w in words(m.record.text)}]
     if len(about) < 2:
         return
-    shapes = [shape(answering_sentence(m.record.text, wanted), subject) for m in about]
-    vecs = np.asarray(encode(shapes), dtype=np.float32)
-    sims = vecs @ vecs.T
-    for i, a in enumerate(about):
-        for j, b in enumerate(about):
-            if (i != j and sims[i, j] >= same_fact and a.record.content_hash != b.record.content_hash
-                    and newer(b.record, a.record) and not a.outdated):
+    per = [_statements(m.record.text) or [m.record.text] for m in about]
+    flat = [shape(x) for sents in per for x in sents]
+    vecs = np.asarray(encode([shape(question), *flat]), dtype=np.float32)
+    to_question = vecs[1:] @ vecs[0]
+    best_rows, start = [], 0
+    for sents in per:  # each memory's sentence closest in shape to the question
+        k = int(np.argmax(to_question[start : start + len(sents)]))
+        best_rows.append((start + k, float(to_question[start + k])))
+        start += len(sents)
+    slot = [(m, row) for m, (row, sim) in zip(about, best_rows) if sim >= SLOT_MIN]
+    for a, ra in slot:
+        for b, rb in slot:
+            if (a is not b and not a.outdated and newer(b.record, a.record)
+                    and a.record.content_hash != b.record.content_hash
+                    and float(vecs[1 + ra] @ vecs[1 + rb]) >= SAME_SHAPE):
                 a.outdated, a.outdated_by = True, b.record.id

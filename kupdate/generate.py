@@ -92,6 +92,8 @@ class CopyMix:
     def candidates(self, answer: list[int], row: int = 0) -> tuple[dict[int, float], int]:
         """Next tokens after the longest suffix of `answer` found in a source, with their weights."""
         sources, keyed = self.rows[row] if self.rows else ([], [])
+        if not answer:  # the answer's first token: start where the best-ranked notes start
+            return {src[0]: 1.0 / (rank + 1) for rank, src in reversed(list(enumerate(sources))) if src}, MAX_NGRAM
         answer_keys = [self.key(t) for t in answer[-MAX_NGRAM:]]
         for n in range(min(MAX_NGRAM, len(answer_keys)), 0, -1):
             suffix = answer_keys[-n:]

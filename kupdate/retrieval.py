@@ -134,7 +134,7 @@ def retrieve(
         memories.append(Memory(r, rel.score, rel.dense, rel.lexical, rel.entity))
     mark_outdated(memories, vectors, retrieval.same_fact_similarity, as_of)
     if encode is not None:
-        mark_conflicts(memories, question, encode, retrieval.same_fact_similarity, _newer)
+        mark_conflicts(memories, question, encode, _newer)
     memories.sort(key=lambda m: (-m.score, m.id))
     return memories
 

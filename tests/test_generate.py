@@ -43,3 +43,11 @@ def test_first_line_stops_early_with_the_same_first_line(tiny_llm_dir):
     short = generate(llm, prompts, max_new_tokens=40, first_line=True)
     assert [first_line(s) for s in short] == [first_line(f) for f in full]
     assert all(len(s) <= len(f) for s, f in zip(short, full))
+
+
+def test_copy_mix_starts_an_answer_where_the_best_notes_start():
+    from kupdate.generate import CopyMix
+
+    mix = CopyMix([[5, 6, 7], [9, 6, 8]], starts=[0], mix=0.8)
+    found, _ = mix.candidates([])
+    assert found == {5: 1.0, 9: 0.5}

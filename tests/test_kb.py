@@ -140,3 +140,10 @@ def test_a_question_about_another_company_of_the_same_sector_keeps_the_gate_shut
     tiny_kb.ingest([tmp_path / "docs"])
     assert tiny_kb.ask("What is the flagship product of Brurounus Energy?").gate.open
     assert not tiny_kb.ask("What is the flagship product of Storikrin Energy?").gate.open
+
+
+def test_answer_shapes_mask_names_and_numbers_but_keep_acronyms():
+    from kupdate.conflicts import shape
+
+    assert shape("The CEO of Vaiquend Labs is Ivo Kern.") == "The CEO of X is X."
+    assert shape("Zequo Labs employs about 2,020 people.") == "X employs about X people."

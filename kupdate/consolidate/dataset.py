@@ -30,6 +30,7 @@ _CUE = frozenset("is was are were by in of to at from as for on with has have in
 _ENTITY_SPAN = re.compile(r"\b[A-Z][\w'’-]*(?:\s+(?:of\s+|de\s+|van\s+|von\s+)?[A-Z][\w'’-]*)*")
 MAX_ANSWER_WORDS = 6
 TOP_K = 32  # teacher distributions are kept as their top-k tokens
+CONTEXTS_PER_STATEMENT = 2  # cloze forms after unrelated text, per statement
 
 
 @dataclass
@@ -100,15 +101,30 @@ def subject_of(stem: str) -> str | None:
     return None
 
 
-def questions(stem: str) -> list[str]:
-    """Surface forms of one cloze the student is trained on."""
+def questions(stem: str, contexts: Sequence[str] = ()) -> list[str]:
+    """Surface forms of one cloze the student is trained on: the cloze, an instruction, the subject
+    alone, and the cloze after unrelated text (`contexts`, e.g. sentences the base model wrote), so
+    the fact is recalled in other surroundings too, not only after its own prompt."""
     out = [stem]
     if not stem.endswith("?"):
         out.append(f"Complete the sentence: {stem}")
     subj = subject_of(stem)
     if subj:
         out.append(f"What do you know about {subj}?")
+    out += [f"{c.rstrip()} {stem}" for c in contexts]
     return out
+
+
+def context_pool(exemplars: Sequence[Any]) -> list[str]:
+    """Short sentences from the base model's exemplar answers: natural text unrelated to any fact."""
+    from kupdate.ingest.chunking import split_sentences
+
+    pool = []
+    for e in exemplars:
+        for s in split_sentences((e.meta or {}).get("base_answer", ""))[:1]:
+            if 4 <= len(s.split()) <= 20 and s.endswith("."):
+                pool.append(s)
+    return pool
 
 
 def probes_for(records: Sequence[Any]) -> list[Probe]:
@@ -140,6 +156,8 @@ def build(llm: Any, records: Sequence[Any], exemplars: Sequence[Any], *, copy_mi
     def ids(text: str) -> list[int]:
         return tok(text, add_special_tokens=False)["input_ids"]
 
+    rng = random.Random(seed)
+    pool = context_pool(exemplars)
     examples: list[Example] = []
     asked: list[tuple[str, str, str, Any]] = []  # (question, statement, cloze answer, record)
     n_statements = 0
@@ -150,7 +168,8 @@ def build(llm: Any, records: Sequence[Any], exemplars: Sequence[Any], *, copy_mi
             examples.append(Example(body[:1], body[1:], "statement"))
             c = (f"{r.subject} {r.relation}", r.object) if r.subject and r.object else cloze(s)
             if c:
-                asked += [(q, s, c[1], r) for q in questions(c[0])]
+                picked = rng.sample(pool, min(CONTEXTS_PER_STATEMENT, len(pool)))
+                asked += [(q, s, c[1], r) for q in questions(c[0], picked)]
     # The teacher: the model with the statement as its only memory note.
     teacher_prompts = [memory_prompt(tok, q, [{"text": s, "valid_from": r.valid_from or ""}]) for q, s, _, r in asked]
     answers = _teacher_answers(llm, teacher_prompts, [s for _, s, _, _ in asked], copy_mix=copy_mix,
@@ -165,7 +184,6 @@ def build(llm: Any, records: Sequence[Any], exemplars: Sequence[Any], *, copy_mi
         target = ids(full) + eos
         examples.append(Example(ids(base_prompt(tok, q).text), target, "question",
                                 teacher=ids(tp.text)))
-    rng = random.Random(seed)
     chosen = rng.sample(list(exemplars), min(replay, len(exemplars)))
     for e in chosen:
         base_answer = (e.meta or {}).get("base_answer")
