@@ -102,7 +102,26 @@ def without_outdated(kb: Any, records: list[Any], block: int = 512) -> list[Any]
                 if any(m.outdated and m.record.id == records[i].id for m in group):
                     continue
             keep.append(records[i])
-    return keep
+    return _not_outdated_when_asked(kb, keep)
+
+
+def _not_outdated_when_asked(kb: Any, records: list[Any]) -> list[Any]:
+    """`records` less those that `ask` calls outdated when asked the cloze of their own statement
+    (the per-question rule of `kupdate.conflicts`, which also sees updates worded differently)."""
+    from kupdate.consolidate.dataset import probes_for
+    from kupdate.retrieval import retrieve
+
+    probes = probes_for(records)
+    if not probes:
+        return records
+    cfg = kb.config
+    vecs = kb.embedder.encode([p.question for p in probes])
+    dropped: set[int] = set()
+    for p, v in zip(probes, vecs):
+        found = retrieve(kb.store, p.question, v, retrieval=cfg.retrieval, gate=cfg.gate,
+                         domain=records[0].domain, encode=kb.embedder.encode)
+        dropped |= {m.id for m in found if m.outdated and m.id == p.record_id}
+    return [r for r in records if r.id not in dropped]
 
 
 def consolidate(kb: Any, domain: str | None = None, *, if_due: bool = False, force: bool = False,
