@@ -6,12 +6,11 @@ Betrom kiln." against "... is the Neme drone." the values are a large part of th
 MiniLM puts the two at a cosine of 0.53; and a memory holding several facts is close to none of
 them. So, per question naming a subject, every sentence of the memories about that subject is
 reduced to its shape, with all names masked ("The flagship product of X is the X kiln."), and
-compared with the question's shape ("What is the flagship product of X?"). The memories whose
-best sentence matches the question's shape about as well as the best one does (within
-SLOT_WINDOW, and at least SLOT_MIN) state the attribute asked about: among them the newest
-`valid_from` is current and the others are outdated by it. A newer sentence about another
-attribute of the same subject ("X moved its headquarters to X.") has another shape and outdates
-nothing.
+compared with the question's shape ("What is the flagship product of X?"). Each memory's closest
+sentence answers the question if it matches at least SLOT_MIN; of two such memories whose answering
+sentences are within SAME_SHAPE of each other, the older is outdated by the newer. A newer sentence
+about another attribute of the same subject ("X moved its headquarters to X.") has another shape
+and outdates nothing.
 """
 
 from __future__ import annotations
