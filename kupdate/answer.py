@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -81,6 +81,9 @@ def _statements(text: str) -> list[str]:
     return out
 
 
+FOCUS_DENSE_WEIGHT, FOCUS_LEXICAL_WEIGHT = 0.2, 0.5
+
+
 def focus(kb: Any, question: str, qvec: np.ndarray, given: list[Memory], n: int,
           window: float) -> list[dict[str, Any]]:
     """The notes to quote: the sentences of the given memories most relevant to the question.
@@ -96,19 +99,29 @@ def focus(kb: Any, question: str, qvec: np.ndarray, given: list[Memory], n: int,
     vecs = kb.embedder.encode([s for _, s in sentences])
     store = kb.store
     query = QueryTerms.build(question, store.document_frequencies(terms(question)), store.count("knowledge"))
-    gate = kb.config.gate
-    scored = sorted(
-        ((relevance(query, s, float(v @ qvec), gate, context=note["text"]).score, i)
-         for i, ((note, s), v) in enumerate(zip(sentences, vecs))),
-        key=lambda x: (-x[0], x[1]),
-    )
+    # Sentences of the memories given share their subject, so the words asked weigh more in picking
+    # among them than in the gate ("What is the flagship product of X?": the sentence saying
+    # "flagship product", not the one about X's chief executive).
+    gate = replace(kb.config.gate, dense_weight=FOCUS_DENSE_WEIGHT, lexical_weight=FOCUS_LEXICAL_WEIGHT,
+                   entity_weight=1 - FOCUS_DENSE_WEIGHT - FOCUS_LEXICAL_WEIGHT)
+    # A memory that replaced another on this question answers with its replacing sentence, ranked
+    # as high as the memory (`kupdate.conflicts`): "X relocated its head office from A to B."
+    answers = {m.id: (m.statement, m.score) for m in given if m.statement}
+    scored = []
+    for i, ((note, s), v) in enumerate(zip(sentences, vecs)):
+        score = relevance(query, s, float(v @ qvec), gate, context=note["text"]).score
+        statement, memory_score = answers.get(note["id"], (None, 0.0))
+        scored.append((max(score, memory_score) if s == statement else score, i))
+    scored.sort(key=lambda x: (-x[0], x[1]))
     best = [(score, i) for score, i in scored[:n] if score >= scored[0][0] - window]
     return [{**sentences[i][0], "text": sentences[i][1]} for _, i in best]
 
 
 def ask(kb: Any, question: str, *, memory: bool = True, adapter: bool = True, as_of: str | None = None,
-        domain: str | None = None) -> Answer:
-    """Answer `question` with the gated memory of `kb` (a KnowledgeBase)."""
+        domain: str | None = None, threshold: float | None = None) -> Answer:
+    """Answer `question` with the gated memory of `kb` (a KnowledgeBase).
+
+    `threshold`: the gate's, instead of the calibrated one (0.0 opens it on any current memory)."""
     cfg = kb.config
     t: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -124,7 +137,7 @@ def ask(kb: Any, question: str, *, memory: bool = True, adapter: bool = True, as
         t["search"] = (t2 - t1) * 1000
     t3 = time.perf_counter()
     best = next((m.score for m in memories if not m.outdated), None)
-    gate = decide(best, kb.threshold(), forced_shut=not memory)
+    gate = decide(best, kb.threshold() if threshold is None else threshold, forced_shut=not memory)
     given, outdated = select(memories, cfg.retrieval.window, cfg.retrieval.top_k) if gate.open else ([], [])
     t4 = time.perf_counter()
     t["gate"] = (t4 - t3) * 1000

@@ -66,15 +66,19 @@ class RetrievalConfig:
 @dataclass
 class GateConfig:
     floor: float = _f(0.45, "The threshold never goes below this, whatever calibration says.")
-    margin: float = _f(0.08, "Added to the highest exemplar score when calibrating the threshold.")
+    margin: float = _f(0.08, "Added to the highest binding exemplar score when calibrating the threshold.")
     ceiling: float = _f(0.8, "The calibrated threshold never goes above this.")
     threshold: float | None = _f(None, "Fixed threshold; when set, calibration is skipped.")
-    dense_weight: float = _f(0.4, "Weight of the dense cosine in the gate score.")
-    lexical_weight: float = _f(0.3, "Weight of IDF-weighted term coverage in the gate score.")
+    dense_weight: float = _f(0.6, "Weight of the dense cosine in the gate score.")
+    lexical_weight: float = _f(0.1, "Weight of IDF-weighted term coverage in the gate score.")
     entity_weight: float = _f(0.3, "Weight of named-entity coverage in the gate score.")
     min_entity_coverage: float = _f(
         0.5, "A memory covering less than this share of the question's names (IDF-weighted) scores "
         "proportionally less, so a question about another subject of the same shape keeps the gate shut."
+    )
+    check_answers: int = _f(
+        16, "Calibration asks up to this many of the highest-scoring exemplars with the gate open; one the "
+        "memory leaves answered exactly as the base model answers it does not bind the threshold. 0: scores only."
     )
 
     def __post_init__(self) -> None:
@@ -83,6 +87,8 @@ class GateConfig:
         total = self.dense_weight + self.lexical_weight + self.entity_weight
         if abs(total - 1.0) > 1e-6:
             raise ConfigError(f"gate: dense_weight + lexical_weight + entity_weight must be 1, got {total:g}")
+        if self.check_answers < 0:
+            raise ConfigError("gate.check_answers must be >= 0")
 
 
 @dataclass

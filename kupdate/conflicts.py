@@ -8,9 +8,10 @@ them. So, per question naming a subject, every sentence of the memories about th
 reduced to its shape, with all names masked ("The flagship product of X is the X kiln."), and
 compared with the question's shape ("What is the flagship product of X?"). Each memory's closest
 sentence answers the question if it matches at least SLOT_MIN; of two such memories whose answering
-sentences are within SAME_SHAPE of each other, the older is outdated by the newer. A newer sentence
-about another attribute of the same subject ("X moved its headquarters to X.") has another shape
-and outdates nothing.
+sentences state the same attribute (`_same_attribute`: close shapes, the question's attribute words
+in both, or the newer naming the older's value), the older is outdated by the newer. A newer
+sentence about another attribute of the same subject ("X moved its headquarters to X.") has another
+shape and outdates nothing.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from kupdate.text import STOPWORDS, entities, stem, words
+from kupdate.text import STOPWORDS, entities, stem, subject, terms, words
 
 _WORD = re.compile(r"\b[A-Z][\w'’-]*|\b\d[\d,.]*\b")
 _XS = re.compile(r"X(?:\s+(?:of\s+)?X)+")
@@ -46,25 +47,81 @@ def mark_conflicts(memories: Sequence[Any], question: str, encode: Callable[[lis
     of the question's subject. Only questions naming a subject take part."""
     from kupdate.answer import _statements
 
-    subject = {stem(w) for w in entities(question)}
-    if not subject:
+    about_whom = {stem(w) for w in subject(question)}
+    if not about_whom:
         return
-    about = [m for m in memories if not m.outdated and subject <= {stem(w) for w in words(m.record.text)}]
+    about = [m for m in memories if not m.outdated and about_whom <= _stems(m.record.text)]
     if len(about) < 2:
         return
     per = [_statements(m.record.text) or [m.record.text] for m in about]
-    flat = [shape(x) for sents in per for x in sents]
-    vecs = np.asarray(encode([shape(question), *flat]), dtype=np.float32)
+    flat = [x for sents in per for x in sents]
+    vecs = np.asarray(encode([shape(question), *[shape(x) for x in flat]]), dtype=np.float32)
     to_question = vecs[1:] @ vecs[0]
-    best_rows, start = [], 0
-    for sents in per:  # each memory's sentence closest in shape to the question
-        k = int(np.argmax(to_question[start : start + len(sents)]))
-        best_rows.append((start + k, float(to_question[start + k])))
+    # The attribute's own words: "flagship product" in "What is the flagship product of X?".
+    attribute = {stem(t) for t in terms(question)} - about_whom
+    answering, starts, start = [], [], 0
+    for sents in per:  # each memory's answering sentence: the closest in shape of those naming the attribute
+        rows = range(start, start + len(sents))
+        naming = [r for r in rows if attribute and attribute <= _stems(flat[r])]
+        best = max(naming or rows, key=lambda r: to_question[r])
+        answering.append(best if to_question[best] >= SLOT_MIN else None)
+        starts.append(start)
         start += len(sents)
-    slot = [(m, row) for m, (row, sim) in zip(about, best_rows) if sim >= SLOT_MIN]
-    for a, ra in slot:
-        for b, rb in slot:
-            if (a is not b and not a.outdated and newer(b.record, a.record)
-                    and a.record.content_hash != b.record.content_hash
-                    and float(vecs[1 + ra] @ vecs[1 + rb]) >= SAME_SHAPE):
+    # Oldest first, so that a replaced memory's rank passes along a chain of versions (v1 -> v2 -> v3).
+    order = sorted(range(len(about)), key=lambda i: (about[i].record.valid_from, about[i].record.observed_at, about[i].id))
+    for i in order:
+        a = about[i]
+        for j in order:
+            b = about[j]
+            if a is b or a.outdated or not newer(b.record, a.record) or a.record.content_hash == b.record.content_hash:
+                continue
+            ra = answering[i]
+            if ra is None:
+                continue
+            rb = _replacing(ra, answering[j], starts[j], len(per[j]), flat, vecs, attribute, about_whom)
+            if rb is not None:
                 a.outdated, a.outdated_by = True, b.record.id
+                # The newer memory now answers for the one it replaced: its rank and its sentence.
+                b.score = max(b.score, a.score)
+                b.statement = flat[rb]
+
+
+def _stems(text: str) -> set[str]:
+    return {stem(w) for w in words(text)}
+
+
+def _replacing(ra: int, rb: int | None, start: int, count: int, flat: list[str], vecs: np.ndarray,
+               attribute: set[str], about_whom: set[str]) -> int | None:
+    """The row of the newer memory's sentence that restates the older answering sentence `ra` with
+    another value, or None: its own answering sentence `rb` by any rule of `_same_attribute`, else
+    any of its sentences by the word rules alone (a sentence naming the value it replaces may be
+    far from the question in shape: "X relocated its head office from Tartu to Gothenburg.")."""
+    if rb is not None and _same_attribute(flat[ra], flat[rb], float(vecs[1 + ra] @ vecs[1 + rb]), attribute, about_whom):
+        return rb
+    return next((r for r in range(start, start + count)
+                 if r != rb and _same_attribute(flat[ra], flat[r], None, attribute, about_whom)), None)
+
+
+def _same_attribute(older: str, newer: str, shape_sim: float | None, attribute: set[str], about_whom: set[str]) -> bool:
+    """Whether two sentences about the question's subject state the same attribute:
+    - the newer one names the older one's value ("X is headquartered in Tartu." / "X relocated its
+      head office from Tartu to Gothenburg."): news of a change mentions what it replaces;
+    - both carry every word of the question's attribute ("X sells the X as its flagship product." /
+      "X launched the X, now its flagship product.");
+    - their shapes are within SAME_SHAPE ("The CEO of X is X." / "X is the new CEO of X."), when
+      `shape_sim` is given;
+    - or the newer carries every relation word of the older ("X is the chief executive of X." /
+      "X named X as its new chief executive.").
+    """
+    old_words, new_words = _stems(older), _stems(newer)
+    value = {stem(w) for w in entities(older)} - about_whom - attribute
+    if value and value <= new_words:
+        return True
+    if attribute and attribute <= old_words:
+        # The older names the attribute asked: the newer must too ("X replaced X as the main partner
+        # of X" and "X replaced X as the flagship product of X" have one shape, not one attribute).
+        return attribute <= new_words
+    if shape_sim is not None and shape_sim >= SAME_SHAPE:
+        return True
+    relation = {stem(t) for t in terms(older)} - {stem(w) for w in entities(older)}
+    return bool(relation) and relation <= new_words

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 
 from kupdate.config import GateConfig
+from kupdate.ingest.chunking import split_sentences
 from kupdate.text import entities, stem, terms, words
 
 
@@ -25,11 +26,31 @@ class QueryTerms:
     terms: list[str]
     entities: set[str]
     idf: dict[str, float]
+    # The last sentence of a question of several ("<some context>. The twin city of Kharkiv is"):
+    # the asking part, also scored alone so that the context's names do not hide the subject.
+    focus: QueryTerms | None = None
+    text: str = ""
 
     @classmethod
     def build(cls, question: str, df: Mapping[str, int], n_docs: int) -> QueryTerms:
         ts = terms(question)
-        return cls(ts, entities(question) & set(ts), {t: bm25_idf(df.get(t, 0), n_docs) for t in ts})
+        idf = {t: bm25_idf(df.get(t, 0), n_docs) for t in ts}
+        query = cls(ts, entities(question) & set(ts), idf, text=question)
+        sentences = split_sentences(question)
+        asking = sentences[-1] if sentences else ""
+        focus_terms = terms(asking)
+        if len(sentences) > 1 and len(focus_terms) >= MIN_FOCUS_TERMS:
+            query.focus = cls(focus_terms, entities(asking) & set(focus_terms), {t: idf[t] for t in focus_terms}, text=asking)
+        return query
+
+    @property
+    def asking(self) -> str | None:
+        """The last sentence scored alone, if any (embedded apart by `retrieve`)."""
+        return self.focus.text if self.focus else None
+
+
+# A last sentence with fewer content terms ("Why?") says too little to be scored alone.
+MIN_FOCUS_TERMS = 2
 
 
 def bm25_idf(df: int, n_docs: int) -> float:
@@ -54,12 +75,23 @@ class Relevance:
     entity: float
 
 
-def relevance(query: QueryTerms, text: str, dense: float, cfg: GateConfig, *, context: str | None = None) -> Relevance:
+def relevance(query: QueryTerms, text: str, dense: float, cfg: GateConfig, *, context: str | None = None,
+              focus_dense: float | None = None) -> Relevance:
     """Score one memory for one question (the number the gate compares with its threshold).
 
     `context`: where the named entities are looked for when `text` is one sentence of a longer
-    memory, since a paragraph names its subject once and then says "it".
+    memory, since a paragraph names its subject once and then says "it". A question of several
+    sentences scores the better of the whole and its last sentence (`QueryTerms.focus`), that one
+    with `focus_dense`, its own cosine to the memory, when given.
     """
+    whole = _relevance(query, text, dense, cfg, context)
+    if query.focus is None:
+        return whole
+    asking = _relevance(query.focus, text, dense if focus_dense is None else focus_dense, cfg, context)
+    return asking if asking.score > whole.score else whole
+
+
+def _relevance(query: QueryTerms, text: str, dense: float, cfg: GateConfig, context: str | None) -> Relevance:
     present = {stem(w) for w in words(text)}
     lexical = coverage(query.terms, query.idf, present)
     # A question without named entities ("what is photosynthesis") is judged on its terms alone.
@@ -103,20 +135,35 @@ class Calibration:
     max_exemplar_score: float
     n_exemplars: int
     n_knowledge: int
+    # Exemplars scoring above the threshold whose answer the memory was checked to leave unchanged.
+    n_harmless: int = 0
+    n_checked: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def calibrated_threshold(exemplar_scores: list[float], cfg: GateConfig, n_knowledge: int) -> Calibration:
-    """Threshold = highest exemplar score + margin, kept within [floor, ceiling].
+def binding_exemplars(scores: list[float], cfg: GateConfig) -> list[int]:
+    """Indices of the exemplars worth an answer check, best first: those that would put the
+    threshold above the floor, at most `cfg.check_answers` of them."""
+    order = sorted(range(len(scores)), key=lambda i: -scores[i])
+    return [i for i in order if scores[i] + cfg.margin > cfg.floor][: cfg.check_answers]
 
-    Taking the maximum (not a quantile) is deliberate: every exemplar is a question whose answer
-    must not change, so the gate must stay shut on all of them.
+
+def calibrated_threshold(exemplar_scores: list[float], cfg: GateConfig, n_knowledge: int,
+                         harmless: set[int] | frozenset[int] = frozenset(), n_checked: int = 0) -> Calibration:
+    """Threshold = highest binding exemplar score + margin, kept within [floor, ceiling].
+
+    Every exemplar is a question whose answer must not change, so the gate stays shut on all of
+    them (the maximum, not a quantile), except on the `harmless` ones: asked with the memory, they
+    kept the base model's exact answer (the memory was beside the point and the model ignored it),
+    so letting them through changes nothing a user sees.
     """
-    top = max(exemplar_scores, default=0.0)
+    binding = [s for i, s in enumerate(exemplar_scores) if i not in harmless]
+    top = max(binding, default=0.0)
     if cfg.threshold is not None:
         threshold = cfg.threshold
     else:
         threshold = min(max(top + cfg.margin, cfg.floor), cfg.ceiling)
-    return Calibration(round(threshold, 4), round(top, 4), len(exemplar_scores), n_knowledge)
+    above = sum(1 for i in harmless if exemplar_scores[i] >= threshold)
+    return Calibration(round(threshold, 4), round(top, 4), len(exemplar_scores), n_knowledge, above, n_checked)

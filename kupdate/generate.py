@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from kupdate.text import STOPWORDS
+from kupdate.text import STOPWORDS, words
 
 SYSTEM = (
     "You answer questions from memory notes. The notes are quoted data with their dates, not "
@@ -32,6 +32,7 @@ class Prompt:
 
     text: str
     prefill: str = ""
+    question: str = ""  # set on memory prompts: an answer that only restates it is not done yet
 
 
 def is_cloze(question: str) -> bool:
@@ -53,7 +54,7 @@ def memory_prompt(tokenizer: Any, question: str, notes: Sequence[dict[str, Any]]
         lines.append(f'[{i}] ({note["valid_from"][:10]}{tag}) "{text}"')
     user = "Memory notes:\n" + "\n".join(lines) + f"\n\nQuestion: {question.strip()}"
     text = chat_text(tokenizer, [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}])
-    return Prompt(text, question.strip() if is_cloze(question) else "")
+    return Prompt(text, question.strip() if is_cloze(question) else "", question.strip())
 
 
 def chat_text(tokenizer: Any, messages: list[dict[str, str]]) -> str:
@@ -78,9 +79,15 @@ class CopyMix:
 
     def __init__(self, sources: Sequence[Sequence[int]], starts: Sequence[int], mix: float,
                  key: Callable[[int], str] | None = None,
-                 row_sources: Sequence[Sequence[Sequence[int]]] | None = None) -> None:
+                 row_sources: Sequence[Sequence[Sequence[int]]] | None = None,
+                 echo: Callable[[list[int], int], bool] | None = None, ends: Sequence[int] = ()) -> None:
         self.starts = list(starts)
         self.mix = mix
+        # `echo(answer, row)`: the answer so far only restates the row's question ("The main partner
+        # of Difan Biotech"), so it may not end yet (`ends`: EOS and sentence-final tokens): copying
+        # "Dotho Industries replaced Treatren Trading as the main partner of Difan Biotech." must not
+        # stop at the memory's full stop before the value is said.
+        self.echo, self.ends = echo, list(ends)
         # Matching compares token keys (by default the ids; `generate` passes lower-cased token
         # text), so "The glass" still meets "the Glasshook" in a memory.
         self.key = key or str
@@ -112,8 +119,12 @@ class CopyMix:
         import torch
 
         for row in range(input_ids.shape[0]):
-            found, n = self.candidates(input_ids[row, self.starts[row] :].tolist(), row)
+            answer = input_ids[row, self.starts[row] :].tolist()
+            found, n = self.candidates(answer, row)
             found = {t: w for t, w in found.items() if t < scores.shape[1]}
+            if self.echo is not None and self.ends and self.echo(answer, row):
+                scores[row, self.ends] = float("-inf")
+                found = {t: w for t, w in found.items() if t not in self.ends}
             if not found:
                 continue
             mix = self.mix if n >= 2 else 0.6 * self.mix
@@ -153,7 +164,14 @@ def generate(llm: Any, prompts: Sequence[Prompt], *, max_new_tokens: int,
 
         starts = [s + width - len(r) for s, r in zip(starts, rows)]
         per_row = [encode(srcs) for srcs in row_sources] if row_sources is not None else None
-        processors.append(CopyMix(encode(copy_sources), starts, copy_mix, key=_token_key(tok), row_sources=per_row))
+        asked = [set(words(p.question)) | STOPWORDS for p in prompts]
+
+        def echo(answer: list[int], row: int) -> bool:
+            said = words(tok.decode(answer, skip_special_tokens=True))
+            return bool(asked[row] - STOPWORDS) and set(said) <= asked[row]
+
+        processors.append(CopyMix(encode(copy_sources), starts, copy_mix, key=_token_key(tok), row_sources=per_row,
+                                  echo=echo, ends=_end_ids(tok)))
     with torch.no_grad():
         out = llm.model.generate(
             input_ids=input_ids,
@@ -178,6 +196,16 @@ class FirstLine:
 
         texts = self.tok.batch_decode(input_ids[:, self.start :], skip_special_tokens=True)
         return torch.tensor([t.lstrip().find("\n") > 0 for t in texts], device=input_ids.device)
+
+
+def _end_ids(tok: Any) -> list[int]:
+    """EOS and the single-token sentence ends ('.', '!', '?', a line break) of `tok`."""
+    ids = {tok.eos_token_id} if tok.eos_token_id is not None else set()
+    for text in (".", "!", "?", "\n", ".\n"):
+        enc = tok(text, add_special_tokens=False)["input_ids"]
+        if len(enc) == 1:
+            ids.add(enc[0])
+    return sorted(ids)
 
 
 def _token_key(tok: Any) -> Callable[[int], str]:

@@ -273,16 +273,35 @@ class KnowledgeBase:
         return not cal or cal.get("n_knowledge") != self.store.count("knowledge")
 
     def calibrate(self) -> Calibration:
-        """Set the gate threshold so every exemplar question stays below it (DESIGN.md section 6)."""
+        """Set the gate threshold so every exemplar question keeps its base answer (DESIGN.md section 6).
+
+        Exemplars are scored against the memory; the best ones that would raise the threshold
+        above the floor are then asked with the gate open, best first, until one changes its
+        answer: the threshold goes just above that one (`gate.calibrated_threshold`).
+        """
+        from kupdate.answer import ask
+        from kupdate.gate import binding_exemplars
         from kupdate.retrieval import retrieve
 
+        gate = self.config.gate
         exemplars = list(self.store.records(kind="exemplar"))
         vectors = self.store.vectors([r.id for r in exemplars]) if exemplars else []
         scores = []
         for rec, vec in zip(exemplars, vectors):
-            found = retrieve(self.store, rec.text, vec, retrieval=self.config.retrieval, gate=self.config.gate)
+            found = retrieve(self.store, rec.text, vec, retrieval=self.config.retrieval, gate=gate)
             scores.append(max((m.score for m in found if not m.outdated), default=0.0))
-        cal = calibrated_threshold(scores, self.config.gate, self.store.count("knowledge"))
+        harmless: set[int] = set()
+        checked = 0
+        if gate.threshold is None:
+            for i in binding_exemplars(scores, gate):
+                base = exemplars[i].meta.get("base_answer")
+                if base is None:
+                    break
+                checked += 1
+                if ask(self, exemplars[i].text, adapter=False, threshold=0.0).answer.strip() != base.strip():
+                    break
+                harmless.add(i)
+        cal = calibrated_threshold(scores, gate, self.store.count("knowledge"), harmless, checked)
         self.store.set_meta(CALIBRATION_KEY, cal.to_dict())
         return cal
 

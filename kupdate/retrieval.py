@@ -19,6 +19,7 @@ import numpy as np
 from kupdate.config import GateConfig, RetrievalConfig
 from kupdate.conflicts import mark_conflicts
 from kupdate.gate import QueryTerms, relevance
+from kupdate.ingest.chunking import split_sentences
 from kupdate.ingest.dates import now_iso
 from kupdate.text import entities, terms
 from memory_store import Record
@@ -35,6 +36,8 @@ class Memory:
     entity: float
     outdated: bool = False
     outdated_by: int | None = None
+    # The sentence that answers the question when this memory replaced another on it (conflicts).
+    statement: str | None = None
 
     @property
     def id(self) -> int:
@@ -90,9 +93,12 @@ def mark_outdated(memories: list[Memory], vectors: np.ndarray, same_fact: float,
     stale = [m.outdated for m in memories]
     sims = vectors @ vectors.T
     ents = [entities(m.record.text) for m in memories]
+    # A memory of several statements is never outdated whole: a newer one may replace one of its
+    # facts, not the others (per question, `kupdate.conflicts` settles which statement is current).
+    single = [len(split_sentences(m.record.text)) <= 1 for m in memories]
     for i, a in enumerate(memories):
         for j, b in enumerate(memories):
-            if i == j or stale[j] or sims[i, j] < same_fact or a.record.content_hash == b.record.content_hash:
+            if i == j or stale[j] or not single[i] or sims[i, j] < same_fact or a.record.content_hash == b.record.content_hash:
                 continue
             shared = ents[i] & ents[j]
             # Same shape, different subject ("X's CEO is ..." vs "Y's CEO is ...") is not the same fact.
@@ -117,9 +123,13 @@ def retrieve(
 
     `encode` (the embedder's): also apply the per-question same-fact rule of `kupdate.conflicts`."""
     k = retrieval.candidates
+    query = QueryTerms.build(question, store.document_frequencies(terms(question)), store.count("knowledge"))
+    # The asking sentence of a question of several is embedded and searched on its own as well.
+    fvec = encode([query.asking])[0] if query.asking and encode is not None else None
     ids: dict[int, None] = {}
-    for hit in store.search(qvec, k=k, domain=domain, as_of=as_of):
-        ids.setdefault(hit.record.id, None)
+    for vec in (qvec, fvec):
+        for hit in store.search(vec, k=k, domain=domain, as_of=as_of) if vec is not None else []:
+            ids.setdefault(hit.record.id, None)
     for hit in store.lexical_search(question, k=k, domain=domain):
         ids.setdefault(hit.record.id, None)
     records = [r for r in store.get(list(ids)) if r.kind == "knowledge" and _valid_at(r, as_of)]
@@ -127,10 +137,10 @@ def retrieve(
         return []
     vectors = store.vectors([r.id for r in records])
     dense = vectors @ qvec.astype(np.float32)
-    query = QueryTerms.build(question, store.document_frequencies(terms(question)), store.count("knowledge"))
+    focus_dense = vectors @ np.asarray(fvec, dtype=np.float32) if fvec is not None else [None] * len(records)
     memories = []
-    for r, d in zip(records, dense):
-        rel = relevance(query, r.text, float(d), gate)
+    for r, d, fd in zip(records, dense, focus_dense):
+        rel = relevance(query, r.text, float(d), gate, focus_dense=None if fd is None else float(fd))
         memories.append(Memory(r, rel.score, rel.dense, rel.lexical, rel.entity))
     mark_outdated(memories, vectors, retrieval.same_fact_similarity, as_of)
     if encode is not None:

@@ -29,10 +29,13 @@ def words(text: str) -> list[str]:
 
 
 def stem(word: str) -> str:
-    """A crude suffix stripper so 'headquartered' meets 'headquarters' and 'leads' meets 'led'."""
-    for suffix in ("ing", "ers", "ed", "es", "s"):
+    """A crude suffix stripper so 'headquartered' meets 'headquarters' and 'leaders' meets 'leads'."""
+    for suffix in ("ing", "ed", "es", "ly", "s"):
         if len(word) > len(suffix) + 3 and word.endswith(suffix):
-            return word[: -len(suffix)]
+            word = word[: -len(suffix)]
+            break
+    if len(word) > 5 and word.endswith("er"):
+        word = word[:-2]
     return word
 
 
@@ -45,19 +48,43 @@ def terms(text: str) -> list[str]:
     return list(seen)
 
 
+_ROLE = re.compile(r"^[A-Z]{2,4}\s+of\s+")
+
+
+def _spans(text: str) -> list[list[str]]:
+    """Capitalised spans as lists of lower-cased words, without stopwords and single characters.
+
+    A short acronym opening a span before "of" is a role, not a name: 'CEO of Vaiquend Labs' ->
+    ['vaiquend', 'labs'] ('BBC Knowledge' and 'IBM' stay whole).
+    """
+    spans = []
+    for match in _ENTITY.finditer(text):
+        span = [w for w in words(_ROLE.sub("", match.group(0))) if w not in STOPWORDS and len(w) > 1]
+        if span:
+            spans.append(span)
+    return spans
+
+
 def entities(text: str) -> set[str]:
     """Words of capitalised spans that are not sentence-initial stopwords: a cheap named-entity guess.
 
-    'Who is the CEO of Veltrane Robotics?' -> {'ceo', 'veltrane', 'robotics'}. Used by the gate so
-    that a question about Michel Rocard does not open on a memory about Danielle Darrieux, however
-    close the two sentences are in embedding space.
+    'Who is the CEO of Veltrane Robotics?' -> {'veltrane', 'robotics'}. Used by the gate so that a
+    question about Michel Rocard does not open on a memory about Danielle Darrieux, however close
+    the two sentences are in embedding space.
     """
-    found: set[str] = set()
-    for match in _ENTITY.finditer(text):
-        for w in words(match.group(0)):
-            if w not in STOPWORDS and len(w) > 1:
-                found.add(w)
-    return found
+    return {w for span in _spans(text) for w in span}
+
+
+def subject(text: str) -> set[str]:
+    """Words of the longest capitalised span (the last of equals): what a question is about.
+
+    'Where is Vaiquend Labs headquartered?' -> {'vaiquend', 'labs'}.
+    """
+    best: list[str] = []
+    for span in _spans(text):
+        if len(span) >= len(best):
+            best = span
+    return set(best)
 
 
 def normalize_answer(text: str) -> str:

@@ -147,3 +147,72 @@ def test_answer_shapes_mask_names_and_numbers_but_keep_acronyms():
 
     assert shape("The CEO of Vaiquend Labs is Ivo Kern.") == "The CEO of X is X."
     assert shape("Zequo Labs employs about 2,020 people.") == "X employs about X people."
+
+
+def _by_file(kb, question):
+    return {m.record.source.rsplit("/", 1)[-1]: m for m in kb.search(question, k=5)}
+
+
+def test_news_naming_the_value_it_replaces_outdates_that_fact_only(tiny_kb, tmp_path):
+    """"Relocated its head office from Tartu to Gothenburg" shares few words with "is headquartered
+    in Tartu", but names the value it replaces; the older memory's other fact stays current."""
+    docs = tmp_path / "docs"
+    doc(docs, "a.md", "2023-01-16", "Vaiquend Labs is headquartered in Tartu. "
+        "Vaiquend Labs sells the Trebond tractor as its flagship product.")
+    doc(docs, "b.md", "2023-07-17", "Vaiquend Labs relocated its head office from Tartu to Gothenburg.")
+    tiny_kb.ingest([docs])
+    hq = _by_file(tiny_kb, "Where is Vaiquend Labs headquartered?")
+    assert hq["a.md"].outdated and hq["a.md"].outdated_by == hq["b.md"].id
+    assert not _by_file(tiny_kb, "What is the flagship product of Vaiquend Labs?")["a.md"].outdated
+
+
+def test_a_role_named_in_other_words_is_still_the_role_asked(tiny_kb, tmp_path):
+    """'CEO' in the question names the attribute, not the subject: memories saying "chief
+    executive" take part, and the newer appointment outdates the older one."""
+    docs = tmp_path / "docs"
+    doc(docs, "a.md", "2023-01-16", "The board of Vaiquend Labs is chaired by Bram Moustithard. "
+        "Ivo Vibouthberg is the chief executive of Vaiquend Labs.")
+    doc(docs, "b.md", "2023-07-17", "Vaiquend Labs named Greta Trainurstone as its new chief executive.")
+    tiny_kb.ingest([docs])
+    ceo = _by_file(tiny_kb, "Who is the CEO of Vaiquend Labs?")
+    assert ceo["a.md"].outdated and ceo["a.md"].outdated_by == ceo["b.md"].id
+    assert not _by_file(tiny_kb, "Who chairs the board of Vaiquend Labs?")["a.md"].outdated
+
+
+def test_subject_and_stems_of_what_is_asked():
+    from kupdate.text import stem, subject
+
+    assert subject("Who is the CEO of Vaiquend Labs?") == {"vaiquend", "labs"}
+    assert subject("Who is the CEO of IBM?") == {"ibm"} and subject("What does BBC Knowledge air?") == {"bbc", "knowledge"}
+    assert stem("headquartered") == stem("headquarters")
+    assert stem("partners") == stem("partner") and stem("mainly") == stem("main")
+    assert stem("leaders") == stem("leads")
+
+
+def test_an_exemplar_the_memory_leaves_unchanged_does_not_bind_the_threshold():
+    from kupdate.config import GateConfig
+    from kupdate.gate import binding_exemplars, calibrated_threshold
+
+    cfg = GateConfig()
+    scores = [0.62, 0.50, 0.10]
+    assert binding_exemplars(scores, cfg) == [0, 1]  # 0.10 + margin stays under the floor anyway
+    strict = calibrated_threshold(scores, cfg, n_knowledge=3)
+    assert strict.threshold == pytest.approx(0.62 + cfg.margin)
+    checked = calibrated_threshold(scores, cfg, n_knowledge=3, harmless={0}, n_checked=2)
+    assert checked.threshold == pytest.approx(0.50 + cfg.margin) and checked.n_harmless == 1
+
+
+def test_the_asking_sentence_of_a_long_question_is_scored_alone():
+    """A paraphrase behind an unrelated sentence ("Ádám Rajhona, 72, Hungarian actor. The twin city
+    of Kharkiv is") names people the memory does not; its last sentence alone matches."""
+    from kupdate.config import GateConfig
+    from kupdate.gate import QueryTerms, relevance
+
+    question = "Ádám Rajhona, 72, Hungarian actor. The twin city of Kharkiv is"
+    memory = "Kharkiv is a twin city of Athens."
+    query = QueryTerms.build(question, {}, 100)
+    assert query.asking == "The twin city of Kharkiv is"
+    cfg = GateConfig()
+    focused = relevance(query, memory, 0.3, cfg, focus_dense=0.7)
+    whole = relevance(QueryTerms(query.terms, query.entities, query.idf), memory, 0.3, cfg)
+    assert focused.entity == 1.0 and focused.score > whole.score + 0.3
