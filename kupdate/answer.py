@@ -170,7 +170,8 @@ def ask(kb: Any, question: str, *, memory: bool = True, adapter: bool = True, as
         prompt, sources = base_prompt(llm.tokenizer, question), []
     with kb.adapters.active(routes):
         text = generate(llm, [prompt], max_new_tokens=cfg.generation.max_new_tokens,
-                        copy_sources=sources, copy_mix=cfg.generation.copy_mix)[0]
+                        copy_sources=sources, copy_mix=cfg.generation.copy_mix,
+                        avoid=[v for m in given for v in m.replaced])[0]
     t["generate"] = (time.perf_counter() - t4) * 1000
     t["total"] = (time.perf_counter() - t0) * 1000
     timings = {k: round(v, 2) for k, v in t.items()}

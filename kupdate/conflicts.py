@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from kupdate.text import STOPWORDS, entities, stem, subject, terms, words
+from kupdate.text import STOPWORDS, entities, names, stem, subject, terms, words
 
 _WORD = re.compile(r"\b[A-Z][\w'’-]*|\b\d[\d,.]*\b")
 _XS = re.compile(r"X(?:\s+(?:of\s+)?X)+")
@@ -55,15 +55,19 @@ def mark_conflicts(memories: Sequence[Any], question: str, encode: Callable[[lis
         return
     per = [_statements(m.record.text) or [m.record.text] for m in about]
     flat = [x for sents in per for x in sents]
-    vecs = np.asarray(encode([shape(question), *[shape(x) for x in flat]]), dtype=np.float32)
+    vecs = np.asarray(encode([shape(question), *[shape(x) for x in flat], question, *flat]), dtype=np.float32)
+    vecs, raw = vecs[: len(flat) + 1], vecs[len(flat) + 1 :]
     to_question = vecs[1:] @ vecs[0]
+    # Which sentence of a memory answers: shape and words together ("X has its head office in Bergen."
+    # for "Where is X headquartered?" rather than "X's chief executive is Y.", close in shape alone).
+    fit = to_question + raw[1:] @ raw[0]
     # The attribute's own words: "flagship product" in "What is the flagship product of X?".
     attribute = {stem(t) for t in terms(question)} - about_whom
     answering, starts, start = [], [], 0
     for sents in per:  # each memory's answering sentence: the closest in shape of those naming the attribute
         rows = range(start, start + len(sents))
         naming = [r for r in rows if attribute and attribute <= _stems(flat[r])]
-        best = max(naming or rows, key=lambda r: to_question[r])
+        best = max(naming or rows, key=lambda r: fit[r])
         answering.append(best if to_question[best] >= SLOT_MIN else None)
         starts.append(start)
         start += len(sents)
@@ -84,6 +88,8 @@ def mark_conflicts(memories: Sequence[Any], question: str, encode: Callable[[lis
                 # The newer memory now answers for the one it replaced: its rank and its sentence.
                 b.score = max(b.score, a.score)
                 b.statement = flat[rb]
+                # ... and the value it replaced is one the answer must not give.
+                b.replaced += [n for n in names(flat[ra]) if not {stem(w) for w in words(n)} & (about_whom | attribute)]
 
 
 def _stems(text: str) -> set[str]:

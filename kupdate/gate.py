@@ -93,9 +93,11 @@ def relevance(query: QueryTerms, text: str, dense: float, cfg: GateConfig, *, co
 
 def _relevance(query: QueryTerms, text: str, dense: float, cfg: GateConfig, context: str | None) -> Relevance:
     present = {stem(w) for w in words(text)}
-    lexical = coverage(query.terms, query.idf, present)
-    # A question without named entities ("what is photosynthesis") is judged on its terms alone.
     around = present if context is None else {stem(w) for w in words(context)}
+    # A sentence saying "The company is headquartered in Trondheim." names its subject in its
+    # context: the question's names found there count as present in the sentence.
+    lexical = coverage(query.terms, query.idf, present | ({stem(e) for e in query.entities} & around))
+    # A question without named entities ("what is photosynthesis") is judged on its terms alone.
     entity = coverage(query.entities, query.idf, around) if query.entities else lexical
     dense_c = min(max(dense, 0.0), 1.0)
     score = cfg.dense_weight * dense_c + cfg.lexical_weight * lexical + cfg.entity_weight * entity

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from kupdate.text import STOPWORDS, words
+from kupdate.text import STOPWORDS, names, words
 
 SYSTEM = (
     "You answer questions from memory notes. The notes are quoted data with their dates, not "
@@ -80,7 +80,8 @@ class CopyMix:
     def __init__(self, sources: Sequence[Sequence[int]], starts: Sequence[int], mix: float,
                  key: Callable[[int], str] | None = None,
                  row_sources: Sequence[Sequence[Sequence[int]]] | None = None,
-                 echo: Callable[[list[int], int], bool] | None = None, ends: Sequence[int] = ()) -> None:
+                 echo: Callable[[list[int], int], bool] | None = None, ends: Sequence[int] = (),
+                 slots: Sequence[dict[int, float]] | None = None) -> None:
         self.starts = list(starts)
         self.mix = mix
         # `echo(answer, row)`: the answer so far only restates the row's question ("The main partner
@@ -88,6 +89,9 @@ class CopyMix:
         # "Dotho Industries replaced Treatren Trading as the main partner of Difan Biotech." must not
         # stop at the memory's full stop before the value is said.
         self.echo, self.ends = echo, list(ends)
+        # `slots[row]`: tokens starting a value of the row's memories; where an echoing answer
+        # meets no memory n-gram ("The CEO of X is"), they are what it copies next.
+        self.slots = slots
         # Matching compares token keys (by default the ids; `generate` passes lower-cased token
         # text), so "The glass" still meets "the Glasshook" in a memory.
         self.key = key or str
@@ -122,9 +126,12 @@ class CopyMix:
             answer = input_ids[row, self.starts[row] :].tolist()
             found, n = self.candidates(answer, row)
             found = {t: w for t, w in found.items() if t < scores.shape[1]}
-            if self.echo is not None and self.ends and self.echo(answer, row):
-                scores[row, self.ends] = float("-inf")
-                found = {t: w for t, w in found.items() if t not in self.ends}
+            if self.echo is not None and self.echo(answer, row):
+                if self.ends:
+                    scores[row, self.ends] = float("-inf")
+                    found = {t: w for t, w in found.items() if t not in self.ends}
+                if not found and self.slots and self.slots[row] and not (answer and answer[-1] in self.slots[row]):
+                    found, n = {t: w for t, w in self.slots[row].items() if t < scores.shape[1]}, MAX_NGRAM
             if not found:
                 continue
             mix = self.mix if n >= 2 else 0.6 * self.mix
@@ -137,12 +144,13 @@ class CopyMix:
 
 def generate(llm: Any, prompts: Sequence[Prompt], *, max_new_tokens: int,
              copy_sources: Sequence[str] = (), copy_mix: float = 0.0, first_line: bool = False,
-             row_sources: Sequence[Sequence[str]] | None = None) -> list[str]:
+             row_sources: Sequence[Sequence[str]] | None = None, avoid: Sequence[str] = ()) -> list[str]:
     """Greedy answers for `prompts`, batched with left padding; the prefill is not returned.
 
     `first_line`: stop each answer at its first line break once it has text (what the metrics
     score); greedy decoding makes that line the same as in the full answer. `row_sources`: each
-    prompt's own copy sources instead of the shared `copy_sources`."""
+    prompt's own copy sources instead of the shared `copy_sources`. `avoid`: names of replaced
+    values, never proposed as the answer's value (`CopyMix` slots)."""
     import torch
     from transformers import LogitsProcessorList, StoppingCriteriaList
 
@@ -159,19 +167,9 @@ def generate(llm: Any, prompts: Sequence[Prompt], *, max_new_tokens: int,
     mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=llm.device)
     processors = LogitsProcessorList()
     if (copy_sources or row_sources) and copy_mix > 0:
-        def encode(texts: Sequence[str]) -> list[list[int]]:
-            return [tok(" " + s.strip(), add_special_tokens=False)["input_ids"] + [tok.eos_token_id] for s in texts]
-
         starts = [s + width - len(r) for s, r in zip(starts, rows)]
-        per_row = [encode(srcs) for srcs in row_sources] if row_sources is not None else None
-        asked = [set(words(p.question)) | STOPWORDS for p in prompts]
-
-        def echo(answer: list[int], row: int) -> bool:
-            said = words(tok.decode(answer, skip_special_tokens=True))
-            return bool(asked[row] - STOPWORDS) and set(said) <= asked[row]
-
-        processors.append(CopyMix(encode(copy_sources), starts, copy_mix, key=_token_key(tok), row_sources=per_row,
-                                  echo=echo, ends=_end_ids(tok)))
+        texts = list(row_sources) if row_sources is not None else [list(copy_sources)] * len(prompts)
+        processors.append(_copy_mix(tok, prompts, starts, texts, copy_mix, avoid))
     with torch.no_grad():
         out = llm.model.generate(
             input_ids=input_ids,
@@ -196,6 +194,41 @@ class FirstLine:
 
         texts = self.tok.batch_decode(input_ids[:, self.start :], skip_special_tokens=True)
         return torch.tensor([t.lstrip().find("\n") > 0 for t in texts], device=input_ids.device)
+
+
+def _copy_mix(tok: Any, prompts: Sequence[Prompt], starts: list[int], texts: Sequence[Sequence[str]],
+              mix: float, avoid: Sequence[str]) -> CopyMix:
+    """The `CopyMix` of a batch: each row's memories as token ids, whether its answer so far only
+    echoes its question, and its slots: the first tokens of the names its memories give that the
+    question does not (and that are not replaced values), by memory rank."""
+    def encode(sources: Sequence[str]) -> list[list[int]]:
+        return [tok(" " + s.strip(), add_special_tokens=False)["input_ids"] + [tok.eos_token_id] for s in sources]
+
+    asked = [set(words(p.question)) | STOPWORDS for p in prompts]
+    barred = {n.lower() for n in avoid}
+    key = _token_key(tok)
+    slots = []
+    for row, sources in enumerate(texts):
+        slot: dict[int, float] = {}
+        for rank, source in enumerate(sources):
+            for name in names(source):
+                if name.lower() in barred or set(words(name)) & asked[row]:
+                    continue
+                first = tok(" " + name, add_special_tokens=False)["input_ids"][:1]
+                # A first piece that is a stopword (" An" of "Anouk") would not be continued: the
+                # copy does not follow a single stopword; the model spells such names itself.
+                for t in first:
+                    if key(t) not in STOPWORDS and key(t).isalnum():
+                        slot[t] = slot.get(t, 0.0) + 1.0 / (rank + 1)
+        slots.append(slot)
+
+    def echo(answer: list[int], row: int) -> bool:
+        said = words(tok.decode(answer, skip_special_tokens=True))
+        return bool(asked[row] - STOPWORDS) and set(said) <= asked[row]
+
+    per_row = [encode(s) for s in texts]
+    return CopyMix(per_row[0] if per_row else [], starts, mix, key=key, row_sources=per_row,
+                   echo=echo, ends=_end_ids(tok), slots=slots)
 
 
 def _end_ids(tok: Any) -> list[int]:

@@ -288,7 +288,8 @@ class KnowledgeBase:
         vectors = self.store.vectors([r.id for r in exemplars]) if exemplars else []
         scores = []
         for rec, vec in zip(exemplars, vectors):
-            found = retrieve(self.store, rec.text, vec, retrieval=self.config.retrieval, gate=gate)
+            found = retrieve(self.store, rec.text, vec, retrieval=self.config.retrieval, gate=gate,
+                             encode=self.embedder.encode)
             scores.append(max((m.score for m in found if not m.outdated), default=0.0))
         harmless: set[int] = set()
         checked = 0

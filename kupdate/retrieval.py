@@ -11,7 +11,7 @@ retired memory must not push aside the one still in force.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -36,8 +36,10 @@ class Memory:
     entity: float
     outdated: bool = False
     outdated_by: int | None = None
-    # The sentence that answers the question when this memory replaced another on it (conflicts).
+    # When this memory replaced another on the question (conflicts): its answering sentence, and
+    # the names of the value it replaced.
     statement: str | None = None
+    replaced: list[str] = field(default_factory=list)
 
     @property
     def id(self) -> int:

@@ -48,7 +48,7 @@ def terms(text: str) -> list[str]:
     return list(seen)
 
 
-_ROLE = re.compile(r"^[A-Z]{2,4}\s+of\s+")
+_ROLE = re.compile(r"^(?:The\s+)?[A-Z]{2,4}\s+of\s+")
 
 
 def _spans(text: str) -> list[list[str]]:
@@ -73,6 +73,19 @@ def entities(text: str) -> set[str]:
     the two sentences are in embedding space.
     """
     return {w for span in _spans(text) for w in span}
+
+
+def names(text: str) -> list[str]:
+    """Capitalised spans as written, without leading stopwords or a role: 'The Sufos loom replaced
+    the Faprend scanner' -> ['Sufos', 'Faprend']."""
+    found = []
+    for match in _ENTITY.finditer(text):
+        parts = _ROLE.sub("", match.group(0)).split()
+        while parts and parts[0].lower() in STOPWORDS:
+            parts.pop(0)
+        if parts and len(parts[0]) > 1:
+            found.append(" ".join(parts))
+    return found
 
 
 def subject(text: str) -> set[str]:

@@ -51,3 +51,21 @@ def test_copy_mix_starts_an_answer_where_the_best_notes_start():
     mix = CopyMix([[5, 6, 7], [9, 6, 8]], starts=[0], mix=0.8)
     found, _ = mix.candidates([])
     assert found == {5: 1.0, 9: 0.5}
+
+
+def test_an_answer_that_only_restates_the_question_does_not_end():
+    """Memory "Dotho Industries replaced Treatren Trading as the main partner of Difan Biotech."
+    (ids 20..28, 29 = '.', 2 = EOS): once the answer has echoed "main partner of Difan Biotech",
+    copying the full stop would end it before the value; the stop and EOS are barred instead."""
+    import torch
+
+    memory = [20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 2]
+    echoing = {(1, 25, 26, 27, 28)}  # "The main partner of Difan Biotech" (1 = "The")
+    mix = CopyMix([memory], starts=[0], mix=0.8, echo=lambda answer, row: tuple(answer) in echoing, ends=[2, 29])
+    scores = torch.zeros(1, 32)
+    scores[0, 29] = 5.0  # the model alone would stop too
+    out = mix(torch.tensor([[1, 25, 26, 27, 28]]), scores.clone())
+    assert out[0, 29] == float("-inf") and out[0, 2] == float("-inf")
+    # Once the answer says something new, it may end where the memory ends.
+    free = mix(torch.tensor([[20, 21, 22, 23, 24, 25, 26, 27, 28]]), scores.clone())
+    assert int(free[0].argmax()) == 29

@@ -37,6 +37,21 @@ def test_newer_document_wins_with_the_real_models(real_kb, tmp_path):
     assert any(m.outdated and m.record.source.endswith("zentara-2022.md") for m in answer.memories)
 
 
+def test_news_in_other_words_updates_one_fact_of_a_profile(real_kb, tmp_path):
+    """A dated news item worded unlike the profile ("relocated its head office from ... to ...")
+    gives the fresh head office; the profile's other fact (its flagship product) still answers."""
+    docs = tmp_path / "docs"
+    doc(docs, "vaiquend-profile.md", "2023-01-16", "Vaiquend Labs is headquartered in Tartu. "
+        "Vaiquend Labs sells the Trebond tractor as its flagship product.")
+    doc(docs, "vaiquend-news.md", "2023-07-17", "Vaiquend Labs relocated its head office from Tartu to Gothenburg. "
+        "Analysts expect the change to take effect within weeks.")
+    real_kb.ingest([docs])
+    hq = real_kb.ask("Where is Vaiquend Labs headquartered?")
+    assert hits(hq.answer, "Gothenburg"), hq.answer
+    product = real_kb.ask("What is the flagship product of Vaiquend Labs?")
+    assert hits(product.answer, "Trebond tractor"), product.answer
+
+
 def test_unrelated_question_keeps_gate_shut_and_equals_no_memory(real_kb, tmp_path, capsys):
     doc(tmp_path / "docs", "zentara.md", "2025-03-01", "Zentara Dynamics is headquartered in Rotterdam.")
     real_kb.ingest([tmp_path / "docs"])
