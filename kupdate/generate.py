@@ -196,6 +196,20 @@ class FirstLine:
         return torch.tensor([t.lstrip().find("\n") > 0 for t in texts], device=input_ids.device)
 
 
+def value_names(question: str, sources: Sequence[str], avoid: Sequence[str] = ()) -> list[tuple[str, float]]:
+    """Names the memories give that the question does not, with their memory's rank weight
+    (1, 1/2, ...): the values an answer restating the question goes on with. Names in `avoid` (values
+    a fresher memory replaced) are left out.
+
+    ("What is the flagship product of Vaiquend Labs?", ["The Sufos loom replaced the Faprend scanner
+    as the flagship product of Vaiquend Labs."], ["Faprend"]) -> [("Sufos", 1.0)]
+    """
+    asked = set(words(question))
+    barred = {n.lower() for n in avoid}
+    return [(name, 1.0 / (rank + 1)) for rank, source in enumerate(sources) for name in names(source)
+            if name.lower() not in barred and not set(words(name)) & asked]
+
+
 def _copy_mix(tok: Any, prompts: Sequence[Prompt], starts: list[int], texts: Sequence[Sequence[str]],
               mix: float, avoid: Sequence[str]) -> CopyMix:
     """The `CopyMix` of a batch: each row's memories as token ids, whether its answer so far only
@@ -205,21 +219,16 @@ def _copy_mix(tok: Any, prompts: Sequence[Prompt], starts: list[int], texts: Seq
         return [tok(" " + s.strip(), add_special_tokens=False)["input_ids"] + [tok.eos_token_id] for s in sources]
 
     asked = [set(words(p.question)) | STOPWORDS for p in prompts]
-    barred = {n.lower() for n in avoid}
     key = _token_key(tok)
     slots = []
-    for row, sources in enumerate(texts):
+    for p, sources in zip(prompts, texts):
         slot: dict[int, float] = {}
-        for rank, source in enumerate(sources):
-            for name in names(source):
-                if name.lower() in barred or set(words(name)) & asked[row]:
-                    continue
-                first = tok(" " + name, add_special_tokens=False)["input_ids"][:1]
-                # A first piece that is a stopword (" An" of "Anouk") would not be continued: the
-                # copy does not follow a single stopword; the model spells such names itself.
-                for t in first:
-                    if key(t) not in STOPWORDS and key(t).isalnum():
-                        slot[t] = slot.get(t, 0.0) + 1.0 / (rank + 1)
+        for name, weight in value_names(p.question, sources, avoid):
+            # A first piece that is a stopword (" An" of "Anouk") or no word at all would not be
+            # continued: the copy does not follow a single stopword; the model spells such names itself.
+            for t in tok(" " + name, add_special_tokens=False)["input_ids"][:1]:
+                if key(t) not in STOPWORDS and key(t).isalnum():
+                    slot[t] = slot.get(t, 0.0) + weight
         slots.append(slot)
 
     def echo(answer: list[int], row: int) -> bool:

@@ -69,3 +69,26 @@ def test_an_answer_that_only_restates_the_question_does_not_end():
     # Once the answer says something new, it may end where the memory ends.
     free = mix(torch.tensor([[20, 21, 22, 23, 24, 25, 26, 27, 28]]), scores.clone())
     assert int(free[0].argmax()) == 29
+
+
+def test_an_echoing_answer_copies_the_value_its_notes_give_and_not_the_replaced_one():
+    """"What is the flagship product of Vaiquend Labs?" answered from "The Sufos loom replaced the
+    Faprend scanner as the flagship product of Vaiquend Labs.": once the answer has restated the
+    question and no memory n-gram goes on, the value slot ("Sufos", never the replaced "Faprend")
+    is what it copies."""
+    import torch
+
+    from kupdate.generate import value_names
+
+    question = "What is the flagship product of Vaiquend Labs?"
+    notes = ["The Sufos loom replaced the Faprend scanner as the flagship product of Vaiquend Labs.",
+             "Vaiquend Labs employs about 800 people."]
+    assert value_names(question, notes, avoid=["Faprend"]) == [("Sufos", 1.0)]
+    assert value_names(question, notes) == [("Sufos", 1.0), ("Faprend", 1.0)]
+    # ids: 1 "The" 25.. the echo, 30 = " Sufos"; the answer ends in a stopword ("the"), no n-gram.
+    mix = CopyMix([[20, 21, 22]], starts=[0], mix=0.8, echo=lambda answer, row: 30 not in answer,
+                  ends=[2], slots=[{30: 1.0}])
+    scores = torch.zeros(1, 32)
+    scores[0, 7] = 3.0  # the model alone would say something else
+    assert int(mix(torch.tensor([[1, 25, 26, 4]]), scores.clone())[0].argmax()) == 30
+    assert int(mix(torch.tensor([[1, 25, 26, 30]]), scores.clone())[0].argmax()) == 7  # said: no slot again

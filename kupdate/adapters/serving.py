@@ -112,13 +112,16 @@ class Adapters:
             return []
         store = self.kb.store
         query = QueryTerms.build(question, store.document_frequencies(terms(question)), store.count("knowledge"))
+        fvec = self.kb.embedder.encode([query.asking])[0] if query.asking else None
         threshold = self.kb.threshold()
         routes = []
         for r in routers:
             dense = r.keys @ qvec
+            focus = r.keys @ fvec if fvec is not None else dense
             best = 0.0
-            for i in np.argsort(-dense)[:ROUTE_CANDIDATES]:
-                best = max(best, relevance(query, r.texts[i], float(dense[i]), self.kb.config.gate).score)
+            for i in np.argsort(-np.maximum(dense, focus))[:ROUTE_CANDIDATES]:
+                best = max(best, relevance(query, r.texts[i], float(dense[i]), self.kb.config.gate,
+                                           focus_dense=float(focus[i])).score)
             if best >= threshold:
                 routes.append(Route(r.domain, r.version, r.name, round(best, 4)))
         return routes
