@@ -14,7 +14,7 @@ from conftest import ROOT, SHARED_DATA
 
 NOTEBOOKS = ROOT / "notebooks"
 OVERRIDES = {
-    "01_quickstart.ipynb": "MAX_QUESTIONS = None\nEPOCHS = 4",
+    "01_quickstart.ipynb": "MAX_QUESTIONS = None\nEPOCHS = 1",
     "02_stale_vs_fresh.ipynb": "N_CASES = 3",
 }
 
