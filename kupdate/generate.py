@@ -80,12 +80,12 @@ class CopyMix:
     def __init__(self, sources: Sequence[Sequence[int]], starts: Sequence[int], mix: float,
                  key: Callable[[int], str] | None = None,
                  row_sources: Sequence[Sequence[Sequence[int]]] | None = None,
-                 echo: Callable[[list[int], int], bool] | None = None, ends: Sequence[int] = (),
+                 echo: Callable[[list[int], int], int | None] | None = None, ends: Sequence[int] = (),
                  slots: Sequence[dict[int, float]] | None = None) -> None:
         self.starts = list(starts)
         self.mix = mix
-        # `echo(answer, row)`: the answer so far only restates the row's question ("The main partner
-        # of Difan Biotech"), so it may not end yet (`ends`: EOS and sentence-final tokens): copying
+        # `echo(answer, row)` (not None): the answer so far only restates the row's question ("The main
+        # partner of Difan Biotech"; the count of its content words restated), so it may not end yet (`ends`: EOS and sentence-final tokens): copying
         # "Dotho Industries replaced Treatren Trading as the main partner of Difan Biotech." must not
         # stop at the memory's full stop before the value is said.
         self.echo, self.ends = echo, list(ends)
@@ -126,11 +126,15 @@ class CopyMix:
             answer = input_ids[row, self.starts[row] :].tolist()
             found, n = self.candidates(answer, row)
             found = {t: w for t, w in found.items() if t < scores.shape[1]}
-            if self.echo is not None and self.echo(answer, row):
+            restated = self.echo(answer, row) if self.echo is not None else None
+            if restated is not None:
                 if self.ends:
                     scores[row, self.ends] = float("-inf")
                     found = {t: w for t, w in found.items() if t not in self.ends}
-                if not found and self.slots and self.slots[row] and not (answer and answer[-1] in self.slots[row]):
+                # A value only once the question's subject or attribute has been restated
+                # ("The CEO of X is" -> the value; "The" -> let the model begin its sentence).
+                if (not found and restated and self.slots and self.slots[row]
+                        and not (answer and answer[-1] in self.slots[row])):
                     found, n = {t: w for t, w in self.slots[row].items() if t < scores.shape[1]}, MAX_NGRAM
             if not found:
                 continue
@@ -231,9 +235,13 @@ def _copy_mix(tok: Any, prompts: Sequence[Prompt], starts: list[int], texts: Seq
                     slot[t] = slot.get(t, 0.0) + weight
         slots.append(slot)
 
-    def echo(answer: list[int], row: int) -> bool:
-        said = words(tok.decode(answer, skip_special_tokens=True))
-        return bool(asked[row] - STOPWORDS) and set(said) <= asked[row]
+    def echo(answer: list[int], row: int) -> int | None:
+        """None once the answer says a word the question did not; else how many of the
+        question's content words it has restated so far."""
+        said = set(words(tok.decode(answer, skip_special_tokens=True)))
+        if not asked[row] - STOPWORDS or not said <= asked[row]:
+            return None
+        return len(said - STOPWORDS)
 
     per_row = [encode(s) for s in texts]
     return CopyMix(per_row[0] if per_row else [], starts, mix, key=key, row_sources=per_row,

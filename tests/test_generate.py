@@ -61,7 +61,8 @@ def test_an_answer_that_only_restates_the_question_does_not_end():
 
     memory = [20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 2]
     echoing = {(1, 25, 26, 27, 28)}  # "The main partner of Difan Biotech" (1 = "The")
-    mix = CopyMix([memory], starts=[0], mix=0.8, echo=lambda answer, row: tuple(answer) in echoing, ends=[2, 29])
+    mix = CopyMix([memory], starts=[0], mix=0.8, echo=lambda answer, row: 4 if tuple(answer) in echoing else None,
+                  ends=[2, 29])
     scores = torch.zeros(1, 32)
     scores[0, 29] = 5.0  # the model alone would stop too
     out = mix(torch.tensor([[1, 25, 26, 27, 28]]), scores.clone())
@@ -86,9 +87,10 @@ def test_an_echoing_answer_copies_the_value_its_notes_give_and_not_the_replaced_
     assert value_names(question, notes, avoid=["Faprend"]) == [("Sufos", 1.0)]
     assert value_names(question, notes) == [("Sufos", 1.0), ("Faprend", 1.0)]
     # ids: 1 "The" 25.. the echo, 30 = " Sufos"; the answer ends in a stopword ("the"), no n-gram.
-    mix = CopyMix([[20, 21, 22]], starts=[0], mix=0.8, echo=lambda answer, row: 30 not in answer,
+    mix = CopyMix([[20, 21, 22]], starts=[0], mix=0.8, echo=lambda answer, row: None if 30 in answer else len(answer) - 1,
                   ends=[2], slots=[{30: 1.0}])
     scores = torch.zeros(1, 32)
     scores[0, 7] = 3.0  # the model alone would say something else
     assert int(mix(torch.tensor([[1, 25, 26, 4]]), scores.clone())[0].argmax()) == 30
     assert int(mix(torch.tensor([[1, 25, 26, 30]]), scores.clone())[0].argmax()) == 7  # said: no slot again
+    assert int(mix(torch.tensor([[1]]), scores.clone())[0].argmax()) == 7  # only "The": the model begins
