@@ -93,7 +93,13 @@ def mark_conflicts(memories: Sequence[Any], question: str, encode: Callable[[lis
 
 
 def _stems(text: str) -> set[str]:
-    return {stem(w) for w in words(text)}
+    """Stems of a sentence's words, plus the initials of each run of two to four content words, so
+    that an acronym asked about is found spelled out: "chief executive officer" carries "ceo"."""
+    content = [w for w in words(text) if w not in STOPWORDS]
+    runs = {"".join(w[0] for w in content[i : i + n]) for n in (2, 3, 4) for i in range(len(content) - n + 1)}
+    # A chief-officer title often drops "officer": "chief executive" is the CEO.
+    runs |= {"c" + content[i + 1][0] + "o" for i, w in enumerate(content[:-1]) if w == "chief"}
+    return {stem(w) for w in words(text)} | runs
 
 
 def _replacing(ra: int, rb: int | None, start: int, count: int, flat: list[str], vecs: np.ndarray,

@@ -216,3 +216,18 @@ def test_the_asking_sentence_of_a_long_question_is_scored_alone():
     focused = relevance(query, memory, 0.3, cfg, focus_dense=0.7)
     whole = relevance(QueryTerms(query.terms, query.entities, query.idf), memory, 0.3, cfg)
     assert focused.entity == 1.0 and focused.score > whole.score + 0.3
+
+
+def test_an_acronym_asked_about_is_found_spelled_out(tiny_kb, tmp_path):
+    """The older memory says "CEO", the newer "chief executive": the same role, so the appointment
+    outdates the older name; a sentence about staff numbers names no CEO."""
+    from kupdate.conflicts import _stems
+
+    assert "ceo" in _stems("The board appointed Tomas Grumoumwick as chief executive.")
+    assert "ceo" not in _stems("The company employs about 300 people.")
+    docs = tmp_path / "docs"
+    doc(docs, "a.md", "2023-01-16", "Vaiquend Labs makes tractors. The CEO of the company is Anouk Rouley.")
+    doc(docs, "b.md", "2023-07-17", "The board of Vaiquend Labs appointed Tomas Grumoumwick as chief executive.")
+    tiny_kb.ingest([docs])
+    ceo = _by_file(tiny_kb, "Who is the CEO of Vaiquend Labs?")
+    assert ceo["a.md"].outdated and ceo["a.md"].outdated_by == ceo["b.md"].id
