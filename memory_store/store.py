@@ -4,6 +4,9 @@ A store directory holds `store.sqlite`, one `index-<kind>.faiss` per kind and `w
 Writers (add, supersede, retire, restore, delete, set_meta) serialise on the lock file across
 processes; readers never take it and see other processes' additions because every search first
 catches the in-memory index up with SQLite (and reloads it after another process's delete).
+
+FaissStore's methods live in one module per part: opening and keeping the indexes in step with
+SQLite here, writes in `store_writes`, re-embedding in `store_reembed`, reads in `store_reads`.
 """
 
 from __future__ import annotations
@@ -11,8 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,20 +23,18 @@ import numpy as np
 from . import sqlite as db
 from .backends import BACKENDS, backend_mismatch
 from .errors import EmbedderMismatch, FormatVersionError, StoreError, StoreLocked
-from .faiss_index import DenseIndex, VectorSource, as_matrix, index_path, normalise
+from .faiss_index import DenseIndex, VectorSource, index_path, normalise
 from .index_types import IndexOptions
 from .lock import WriteLock
-from .records import KINDS, Hit, Record
+from .records import KINDS
+from .store_reads import StoreReads, valid_at  # noqa: F401  (valid_at re-exported)
+from .store_reembed import StoreReembed
+from .store_writes import DELETIONS_KEY, RESERVED_META, StoreWrites  # noqa: F401  (re-exported)
 
 log = logging.getLogger("memory_store")
 
 DB_NAME = "store.sqlite"
 LOCK_NAME = "write.lock"
-#: Meta keys the store owns; set_meta refuses them so a store cannot be relabelled by accident.
-RESERVED_META = ("format_version", "embedder", "dim", "backend", "store_id", "deletions")
-#: Meta key counting `delete` calls: a changed value tells other processes' open indexes to reload.
-DELETIONS_KEY = "deletions"
-
 
 
 def open_store(path: str | Path, *, dim: int, embedder: str, create: bool = True, backend: str = "faiss",
@@ -81,15 +81,7 @@ def open_store(path: str | Path, *, dim: int, embedder: str, create: bool = True
         raise
 
 
-def valid_at(record: Record, as_of: str) -> bool:
-    """Whether the record was valid at `as_of`, comparing dates at as_of's precision."""
-    n = len(as_of)
-    if record.valid_from[:n] > as_of:
-        return False
-    return not record.valid_to or record.valid_to[:n] > as_of
-
-
-class FaissStore:
+class FaissStore(StoreWrites, StoreReembed, StoreReads):
     """The SQLite + FAISS implementation of the MemoryStore protocol (with backend "milvus", the
     dense indexes are Milvus collections instead: see milvus_index). Use `open_store`."""
 
@@ -181,316 +173,6 @@ class FaissStore:
                 yield ids, normalise(vectors)
 
         return batches
-
-    # -- writing ---------------------------------------------------------------------------
-
-    def write_lock(self, timeout: float | None = None) -> AbstractContextManager[None]:
-        """Hold the inter-process write lock (reentrant); StoreLocked after `timeout` (default lock_timeout)."""
-        return self._lock.hold(self.lock_timeout if timeout is None else timeout)
-
-    def add(self, records: Sequence[Record], vectors: np.ndarray) -> list[int]:
-        """Store records not already present (same kind and content hash); return the new ids in order.
-
-        Runs in one SQLite transaction; sets `id` on the added Record objects once committed.
-        """
-        self._check_open()
-        records = list(records)
-        if not records and len(vectors) == 0:
-            return []
-        matrix = as_matrix(vectors, self.dim, "vectors", self._identity)
-        if len(records) != len(matrix):
-            raise ValueError(f"got {len(records)} records but {len(matrix)} vectors; pass one vector per record")
-        matrix = normalise(matrix)
-        with self.write_lock(), self._mutex:
-            for kind in self._indexes:
-                self._sync(kind)  # so the file we persist also holds other processes' additions
-            positions: list[int] = []
-            ids: list[int] = []
-            with db.transaction(self._conn):
-                for position, record in enumerate(records):
-                    cursor = self._conn.execute(db.INSERT_SQL, db.record_params(record, matrix[position]))
-                    if cursor.rowcount == 1:  # 0: (kind, content_hash) already stored
-                        positions.append(position)
-                        ids.append(cursor.lastrowid)
-            for position, record_id in zip(positions, ids):
-                records[position].id = record_id
-            for kind, index in self._indexes.items():
-                mine = [i for i, p in enumerate(positions) if records[p].kind == kind]
-                if mine:
-                    index.add(np.array([ids[i] for i in mine]), matrix[[positions[i] for i in mine]])
-                    self._save(index)
-        return ids
-
-    def supersede(self, old_ids: Sequence[int], new_id: int, valid_to: str) -> None:
-        """Mark `old_ids` as replaced by `new_id`, valid until `valid_to`. Nothing is deleted."""
-        self._check_open()
-        old = sorted({int(i) for i in old_ids})
-        if new_id in old:
-            raise ValueError(f"record {new_id} cannot supersede itself; pass the ids of older records")
-        with self.write_lock(), self._mutex:
-            known = db.fetch_records(self._conn, [*old, new_id])
-            missing = [i for i in (*old, new_id) if i not in known]
-            if missing:
-                raise ValueError(f"no records with ids {missing} in the store at {self.path}; check the ids")
-            with db.transaction(self._conn):
-                db.supersede(self._conn, old, new_id, valid_to)
-
-    def retire(self, successors: Mapping[int, int | None], valid_to: str) -> None:
-        """Take records out of the current memory, keeping them for history: each gets `valid_to`
-        and `superseded_by` = its successor's id (None: retired without successor)."""
-        self._check_open()
-        successors = {int(old): (None if new is None else int(new)) for old, new in successors.items()}
-        if not successors:
-            return
-        with self.write_lock(), self._mutex:
-            wanted = set(successors) | {n for n in successors.values() if n is not None}
-            missing = sorted(wanted - set(db.fetch_records(self._conn, wanted)))
-            if missing:
-                raise ValueError(f"no records with ids {missing[:10]} in the store at {self.path}; check the ids")
-            if any(old == new for old, new in successors.items()):
-                raise ValueError("a record cannot supersede itself; pass the ids of older records")
-            with db.transaction(self._conn):
-                db.retire(self._conn, successors, valid_to)
-
-    def restore(self, ids: Sequence[int], moves: Mapping[int, tuple[str, str, int]] | None = None) -> None:
-        """Make retired records current again (valid_to, superseded_by cleared); `moves` re-homes
-        records to another document as (source, doc_id, position)."""
-        self._check_open()
-        with self.write_lock(), self._mutex, db.transaction(self._conn):
-            db.restore(self._conn, [int(i) for i in ids], {int(i): m for i, m in (moves or {}).items()})
-
-    def set_adapter_version(self, ids: Sequence[int], version: str | None) -> None:
-        """Record that `ids` are distilled into adapter `version` of their domain (None: not any more)."""
-        self._check_open()
-        with self.write_lock(), self._mutex, db.transaction(self._conn):
-            db.set_adapter_version(self._conn, [int(i) for i in ids], version)
-
-    def delete(self, ids: Sequence[int]) -> list[int]:
-        """Remove records for real: SQLite row, full-text entry and dense vector. Returns the ids
-        that existed. Records they superseded keep valid_to and point to the next surviving successor.
-        """
-        self._check_open()
-        with self.write_lock(), self._mutex:
-            for kind in self._indexes:
-                self._sync(kind)
-            kinds = {r.kind for r in db.fetch_records(self._conn, [int(i) for i in ids]).values()}
-            with db.transaction(self._conn):
-                deleted = db.delete_records(self._conn, [int(i) for i in ids])
-                deletions = int(db.read_meta(self._conn, DELETIONS_KEY) or 0) + bool(deleted)
-                db.write_meta(self._conn, DELETIONS_KEY, deletions)
-            # SQLite is committed first: a crash before the index is saved leaves an index with
-            # extra vectors, which the next open detects (count differs) and rebuilds.
-            for kind in kinds:
-                index = self._indexes[kind]
-                index.remove_ids(deleted)
-                self._save(index)
-            self._deletions_seen = dict.fromkeys(self._indexes, deletions)
-        return deleted
-
-    def reembed(self, encode: Callable[[list[str]], np.ndarray], *, embedder: str, dim: int,
-                batch_size: int = 64, progress: Callable[[int], None] | None = None) -> int:
-        """Replace every record's vector by `encode(texts)` of its text: the store is then built
-        with `embedder` (`dim` wide) and its indexes are rebuilt. Returns the records re-embedded.
-
-        All or nothing: new vectors are staged in a temporary table and swapped in with the new
-        identity in one transaction, so a crash leaves the old vectors or the new ones, never a mix.
-        Holds the write lock throughout; `progress(n)` is called after each batch of n records.
-        """
-        self._check_open()
-        if dim < 1 or batch_size < 1:
-            raise ValueError(f"dim and batch_size must be positive, got {dim} and {batch_size}")
-        identity = f"embedder {embedder!r} was declared {dim} wide"
-        with self.write_lock(), self._mutex:
-            db.create_staging(self._conn)
-            try:
-                done = last = 0
-                while page := db.texts_page(self._conn, last, batch_size):
-                    ids = [row[0] for row in page]
-                    last = ids[-1]
-                    matrix = as_matrix(encode([row[1] for row in page]), dim, "re-embedded vectors", identity)
-                    if len(matrix) != len(ids):
-                        raise ValueError(f"encode returned {len(matrix)} vectors for {len(ids)} texts")
-                    db.stage_vectors(self._conn, ids, normalise(matrix))
-                    done += len(ids)
-                    if progress is not None:
-                        progress(len(ids))
-                # A leftover file of the same width would pass for the new vectors: drop it first.
-                for kind in KINDS:
-                    index_path(self.path, kind).unlink(missing_ok=True)
-                with db.transaction(self._conn):
-                    db.swap_staged_vectors(self._conn, self.path)
-                    db.write_meta(self._conn, "embedder", embedder)
-                    db.write_meta(self._conn, "dim", dim)
-                    # Other processes reload their indexes when this changes (see _sync).
-                    deletions = int(db.read_meta(self._conn, DELETIONS_KEY) or 0) + 1
-                    db.write_meta(self._conn, DELETIONS_KEY, deletions)
-            finally:
-                db.drop_staging(self._conn)
-            self.embedder, self.dim = embedder, dim
-            self._identity = f"the store at {self.path} was built with embedder {embedder!r} ({dim} dims)"
-            for kind in KINDS:
-                if self._milvus is not None:  # its collections name the old embedder: they are rebuilt
-                    self._indexes[kind] = self._open_index(kind)
-                    continue
-                count, _ = db.kind_stats(self._conn, kind)
-                self._indexes[kind] = DenseIndex.from_source(
-                    index_path(self.path, kind), dim, count=count, source=self._source(kind),
-                    options=self.index_options)
-                self._save(self._indexes[kind])
-            self._deletions_seen = dict.fromkeys(KINDS, deletions)
-        return done
-
-    def set_meta(self, key: str, value: Any) -> None:
-        """Store a JSON-serialisable value under `key` (the store's identity keys are refused)."""
-        self._check_open()
-        if key in RESERVED_META:
-            raise ValueError(f"meta key {key!r} is managed by the store; use another key name")
-        with self.write_lock(), self._mutex, db.transaction(self._conn):
-            db.write_meta(self._conn, key, value)
-
-    # -- reading ---------------------------------------------------------------------------
-
-    def search(
-        self,
-        vector: np.ndarray,
-        k: int = 10,
-        *,
-        kind: str = "knowledge",
-        domain: str | None = None,
-        as_of: str | None = None,
-    ) -> list[Hit]:
-        """Up to k records of `kind` by cosine similarity, optionally in `domain` / valid at `as_of`."""
-        self._check_open()
-        query = as_matrix(vector, self.dim, "query vector", self._identity)
-        if len(query) != 1:
-            raise ValueError(f"search takes one query vector, got {len(query)}; search them one at a time")
-        query = normalise(query)
-        if k <= 0:
-            return []
-        with self._mutex:
-            self._index(kind)  # validates kind
-            self._sync(kind)  # may reload the index: take it afterwards
-            index = self._indexes[kind]
-            filtered = domain is not None or as_of is not None
-            # Filters are applied after the search, so fetch more and widen until k survive.
-            fetch = max(4 * k, k + 32) if filtered else k
-            cache: dict[int, Record] = {}
-            while True:
-                scores, ids = index.search(query, fetch)
-                cache.update(db.fetch_records(self._conn, (int(i) for i in ids if int(i) not in cache)))
-                hits = []
-                for score, record_id in zip(scores, ids):
-                    record = cache.get(int(record_id))
-                    if record is None or (domain is not None and record.domain != domain):
-                        continue
-                    if as_of is not None and not valid_at(record, as_of):
-                        continue
-                    hits.append(Hit(record, float(score)))
-                    if len(hits) == k:
-                        return hits
-                if fetch >= index.ntotal:
-                    return hits
-                fetch *= 4
-
-    def lexical_search(self, query: str, k: int = 10, *, domain: str | None = None) -> list[Hit]:
-        """Up to k knowledge records matching any word of `query`, best BM25 first (score = -bm25)."""
-        self._check_open()
-        match = db.fts_query(query)
-        if match is None or k <= 0:
-            return []
-        with self._mutex:
-            return [Hit(record, -bm25) for record, bm25 in db.lexical(self._conn, match, k, domain)]
-
-    def document_frequencies(self, terms: Iterable[str]) -> dict[str, int]:
-        """Knowledge records containing each term, keyed by the lower-cased term (0 if none)."""
-        self._check_open()
-        wanted = list(dict.fromkeys(term.lower() for term in terms))
-        with self._mutex:
-            return db.document_frequencies(self._conn, wanted)
-
-    def count(self, kind: str | None = None) -> int:
-        """Number of records, of `kind` or of all kinds."""
-        self._check_open()
-        sql, params = ("SELECT COUNT(*) FROM records", ()) if kind is None else (
-            "SELECT COUNT(*) FROM records WHERE kind = ?", (kind,))
-        with self._mutex:
-            return int(self._conn.execute(sql, params).fetchone()[0])
-
-    def get(self, ids: Sequence[int]) -> list[Record]:
-        """Records by id in the order given; ids not in the store are skipped."""
-        self._check_open()
-        with self._mutex:
-            found = db.fetch_records(self._conn, (int(i) for i in ids))
-        return [found[int(i)] for i in ids if int(i) in found]
-
-    def vectors(self, ids: Sequence[int]) -> np.ndarray:
-        """The stored (normalised) vectors of `ids` as float32 rows in the order given.
-
-        Unlike `get`, an unknown id is an error: callers zip the rows with their records.
-        """
-        self._check_open()
-        with self._mutex:
-            found = db.fetch_vectors(self._conn, [int(i) for i in ids], self.dim, self.path)
-        missing = [int(i) for i in ids if int(i) not in found]
-        if missing:
-            raise ValueError(f"no records with ids {missing[:10]} in the store at {self.path}; check the ids")
-        if not found:
-            return np.empty((0, self.dim), dtype=np.float32)
-        return np.stack([found[int(i)] for i in ids]).astype(np.float32, copy=False)
-
-    def records(self, kind: str | None = None, domain: str | None = None) -> Iterator[Record]:
-        """All records (optionally of one kind / domain) in id order, read a page at a time."""
-        self._check_open()
-        last = 0
-        # Paging by id keeps no read transaction open while the caller works between pages.
-        while True:
-            with self._mutex:
-                page = db.records_page(self._conn, last, kind, domain)
-            if not page:
-                return
-            yield from page
-            last = page[-1].id
-
-    def existing_hashes(self, hashes: Iterable[str], kind: str = "knowledge") -> set[str]:
-        """The subset of `hashes` already stored as content hashes of `kind` records."""
-        self._check_open()
-        with self._mutex:
-            return db.existing_hashes(self._conn, hashes, kind)
-
-    def find(self, *, kind: str | None = "knowledge", sources: Sequence[str] | None = None,
-             under: str | None = None, hashes: Sequence[str] | None = None,
-             superseded_by: Sequence[int] | None = None, subject: str | None = None,
-             relation: str | None = None) -> list[Record]:
-        """Records, current and historical, matching every filter given, in id order.
-
-        `sources`, `hashes`, `superseded_by`: any of the values; `under`: sources below this
-        directory; `subject`/`relation`: case- and whitespace-insensitive; `kind=None`: all kinds.
-        """
-        self._check_open()
-        with self._mutex:
-            return db.find_records(
-                self._conn, kind=kind, sources=None if sources is None else list(sources), under=under,
-                hashes=None if hashes is None else list(hashes),
-                superseded_by=None if superseded_by is None else [int(i) for i in superseded_by],
-                subject=subject, relation=relation)
-
-    def find_facts(self, subject: str, relation: str) -> list[Record]:
-        """Current knowledge records with this subject and relation (case/whitespace-insensitive)."""
-        self._check_open()
-        with self._mutex:
-            return db.current_facts(self._conn, subject, relation)
-
-    def index_type(self, kind: str = "knowledge") -> str:
-        """The dense index type `kind` is searched with now: 'flat', 'hnsw' or 'ivf'."""
-        self._check_open()
-        return self._index(kind).type
-
-    def get_meta(self, key: str, default: Any = None) -> Any:
-        """The JSON value stored under `key`, or `default`."""
-        self._check_open()
-        with self._mutex:
-            value = db.read_meta(self._conn, key)
-        return default if value is None else value
 
     # -- lifecycle -------------------------------------------------------------------------
 
