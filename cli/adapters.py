@@ -94,15 +94,19 @@ adapters_app = typer.Typer(help="The per-domain adapters: list, inspect, roll ba
 
 @adapters_app.command("list")
 def adapters_list(kb: KbOpt = None, json_: JsonOpt = False) -> None:
-    """One row per domain: serving version, versions made, last attempt, serving metrics.
+    """One row per domain: serving version, versions made, last attempt, serving metrics, and the
+    versions trained on records since forgotten (`kupdate forget`), which the domain's next
+    consolidation replaces.
 
     Example:
 
         kupdate adapters list --json
     """
     from kupdate.adapters import registry_for
+    from kupdate.forget import needing_rebuild
 
     reg = registry_for(kb)
+    rebuild = needing_rebuild(kb)
     rows = []
     for d in reg.domains():
         versions = reg.versions(d)
@@ -111,7 +115,8 @@ def adapters_list(kb: KbOpt = None, json_: JsonOpt = False) -> None:
                      "promoted": sum(v.status == "promoted" for v in versions),
                      "rejected": sum(v.status == "rejected" for v in versions),
                      "last_attempt_at": versions[-1].finished_at,
-                     "metrics": _after(serving.report) if serving else {}})
+                     "metrics": _after(serving.report) if serving else {},
+                     "needs_rebuild": rebuild.get(d, [])})
     if json_:
         emit_json(rows)
         return
@@ -124,6 +129,9 @@ def adapters_list(kb: KbOpt = None, json_: JsonOpt = False) -> None:
         metrics = ", ".join(f"{METRICS.get(k, k)} {metric_value(v)}" for k, v in r["metrics"].items()) or "-"
         typer.echo(f"{r['domain']:<16} {r['serving'] or 'none':<8} {counts:<28} "
                    f"{r['last_attempt_at'] or '-':<26} {metrics}")
+        if r["needs_rebuild"]:
+            typer.echo(f"{'':<16} trained on forgotten records: {', '.join(r['needs_rebuild'])}; "
+                       f"`kupdate consolidate --domain {r['domain']} --force` rebuilds it")
 
 
 @adapters_app.command("show")

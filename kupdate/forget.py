@@ -31,6 +31,23 @@ from memory_store import Record
 REBUILD_KEY = "adapters_needing_rebuild"
 
 
+def needing_rebuild(kb: str | Path | None) -> dict[str, list[str]]:
+    """{domain: [adapter versions trained on since-forgotten records]} of the KB chosen like `--kb`,
+    read from its store's meta without opening the memory or loading a model."""
+    from kupdate import paths
+    from memory_store.sqlite import connect, read_meta
+    from memory_store.store import DB_NAME
+
+    db = paths.memory_dir(paths.resolve_kb(kb)) / DB_NAME
+    if not db.exists():
+        return {}
+    conn = connect(db)
+    try:
+        return dict(read_meta(conn, REBUILD_KEY) or {})
+    finally:
+        conn.close()
+
+
 @dataclass
 class ForgetReport:
     """What `kupdate forget` removed (or, with --dry-run, would remove)."""

@@ -153,3 +153,17 @@ def test_consolidate_if_due_reports_the_domain_skipped(capsys, kb_path):
     code, out, _ = cli(capsys, "consolidate", "--if-due", "--kb", kb_path)
     assert code == 0 and out.startswith("orgs: not consolidated (") and "1 new record, needs 20" in out
     assert AdapterRegistry(f"{kb_path}/adapters").domains() == []
+
+
+def test_adapters_list_names_versions_trained_on_forgotten_records(capsys, kb_path):
+    from kupdate import KnowledgeBase
+
+    populate(kb_path)
+    rows = {r["domain"]: r for r in json.loads(cli(capsys, "adapters", "list", "--kb", kb_path, "--json")[1])}
+    assert rows["cf"]["needs_rebuild"] == []
+    with KnowledgeBase.open(kb_path) as kb:  # what `kupdate forget` records when it removes distilled records
+        kb.store.set_meta("adapters_needing_rebuild", {"cf": ["v0001", "v0003"]})
+    rows = {r["domain"]: r for r in json.loads(cli(capsys, "adapters", "list", "--kb", kb_path, "--json")[1])}
+    assert rows["cf"]["needs_rebuild"] == ["v0001", "v0003"] and rows["orgs"]["needs_rebuild"] == []
+    code, out, _ = cli(capsys, "adapters", "list", "--kb", kb_path)
+    assert code == 0 and "trained on forgotten records: v0001, v0003" in out and "--domain cf --force" in out

@@ -13,8 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kupdate.errors import KupdateError
-
-REBUILD_KEY = "adapters_needing_rebuild"  # set by `forget` (kupdate.forget)
+from kupdate.forget import REBUILD_KEY  # set by `forget`, cleared by a consolidation of the domain
 
 
 @dataclass
