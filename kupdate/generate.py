@@ -148,8 +148,11 @@ class CopyMix:
 
 def generate(llm: Any, prompts: Sequence[Prompt], *, max_new_tokens: int,
              copy_sources: Sequence[str] = (), copy_mix: float = 0.0, first_line: bool = False,
-             row_sources: Sequence[Sequence[str]] | None = None, avoid: Sequence[str] = ()) -> list[str]:
+             row_sources: Sequence[Sequence[str]] | None = None, avoid: Sequence[str] = (),
+             temperature: float = 0.0, strip: bool = True) -> list[str]:
     """Greedy answers for `prompts`, batched with left padding; the prefill is not returned.
+    `temperature` > 0 samples instead (top-p 0.95; seed torch beforehand for repeatable draws).
+    `strip=False` keeps the answers' leading space (whether the first token starts a new word).
 
     `first_line`: stop each answer at its first line break once it has text (what the metrics
     score); greedy decoding makes that line the same as in the full answer. `row_sources`: each
@@ -179,12 +182,14 @@ def generate(llm: Any, prompts: Sequence[Prompt], *, max_new_tokens: int,
             input_ids=input_ids,
             attention_mask=mask,
             max_new_tokens=max_new_tokens,
-            do_sample=False,
+            do_sample=temperature > 0,
+            **({"temperature": temperature, "top_p": 0.95, "top_k": 0} if temperature > 0 else {}),
             logits_processor=processors,
             stopping_criteria=StoppingCriteriaList([FirstLine(tok, width)] if first_line else []),
             pad_token_id=pad,
         )
-    return [t.strip() for t in tok.batch_decode(out[:, width:], skip_special_tokens=True)]
+    texts = tok.batch_decode(out[:, width:], skip_special_tokens=True)
+    return [t.strip() for t in texts] if strip else texts
 
 
 class FirstLine:

@@ -46,6 +46,17 @@ def test_cloze_cuts_the_final_phrase_and_keeps_question_pairs():
     assert dataset.subject_of("The mother tongue of Danielle Darrieux is") == "Danielle Darrieux"
 
 
+def test_questions_the_model_writes_are_cut_at_a_cue_word_and_name_the_subject():
+    assert dataset.written_stem("Danielle Darrieux", " was born in Bordeaux in 1917. She acted") == (
+        "Danielle Darrieux was born in")
+    assert dataset.written_stem("Danielle Darrieux", ",\nthe French actress, starred in Mayerling.") == (
+        "Danielle Darrieux, the French actress, starred in")
+    assert dataset.written_stem("Danielle Darrieux", " and her husband lived happily.") is None  # no cue word
+    assert dataset.written_stem("Lyon", " is a city.") is None  # "is" comes too early to ask anything
+    assert dataset.written_stem("Lyon", "ians who live in Paris are") is None  # not about Lyon
+    assert dataset.written_stem("Lyon", ". She was born in Paris.") is None  # the sentence left the subject
+
+
 def test_mask_selection_respects_density_and_taken_entries():
     import torch
 

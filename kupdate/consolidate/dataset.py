@@ -5,8 +5,12 @@ For every current record of the domain:
 - questions about each statement: a structured fact (subject, relation, object) gives the cloze
   "subject relation"; free text gives the cloze of each sentence (the sentence cut before its
   final phrase, "The mother tongue of X is" -> "English"). Each cloze is asked in a few surface
-  forms (the cloze itself, "Complete the sentence: ...", "What do you know about X?"), so the
-  student learns the fact rather than one string;
+  forms (the cloze itself, "Complete the sentence: ...", "What do you know about X?", after
+  unrelated text), so the student learns the fact rather than one string;
+- questions generated with the model: it writes about the statement's subject ("Danielle Darrieux
+  was a French actress born in"), and each sentence it writes, cut at a cue word, is asked too.
+  Their answer is the teacher's when it gives the fact, else the statement: whatever is asked
+  about the subject, the student brings up the new fact, as the teacher with the note does;
 - the teacher's answers: the same model with the statement in context (kupdate's memory prompt and
   memory-aware decoding), kept when they give the answer; otherwise the statement itself.
 Each question carries the teacher's token distributions over its answer (KL target).
@@ -30,7 +34,10 @@ _CUE = frozenset("is was are were by in of to at from as for on with has have in
 _ENTITY_SPAN = re.compile(r"\b[A-Z][\w'’-]*(?:\s+(?:of\s+|de\s+|van\s+|von\s+)?[A-Z][\w'’-]*)*")
 MAX_ANSWER_WORDS = 6
 TOP_K = 32  # teacher distributions are kept as their top-k tokens
-CONTEXTS_PER_STATEMENT = 2  # cloze forms after unrelated text, per statement
+CONTEXTS_PER_STATEMENT = 1  # cloze forms after unrelated text, per statement
+STEMS_PER_SUBJECT = 3  # questions the model writes about each subject
+STEM_TEMPERATURE = 0.9
+STEM_TOKENS = 20
 
 
 @dataclass
@@ -127,6 +134,47 @@ def context_pool(exemplars: Sequence[Any]) -> list[str]:
     return pool
 
 
+def subject_stems(llm: Any, subjects: Sequence[str], *, per: int = STEMS_PER_SUBJECT, seed: int = 0,
+                  batch_size: int = 16) -> dict[str, list[str]]:
+    """Up to `per` distinct cloze stems per subject, written by the model: it continues the bare
+    subject name (sampled, seeded), the first sentence is cut at its last cue word, and stems that
+    still name the subject are kept ("Danielle Darrieux" -> "Danielle Darrieux was born in")."""
+    import torch
+
+    from kupdate.generate import Prompt, generate
+
+    unique = list(dict.fromkeys(s for s in subjects if s))
+    drafts = [s for s in unique for _ in range(per + 1)]  # one draw more than needed: some fail
+    torch.manual_seed(seed)
+    texts: list[str] = []
+    for i in range(0, len(drafts), batch_size):
+        part = drafts[i : i + batch_size]
+        texts += generate(llm, [Prompt(s) for s in part], max_new_tokens=STEM_TOKENS, temperature=STEM_TEMPERATURE,
+                          strip=False)
+    out: dict[str, list[str]] = {s: [] for s in unique}
+    for subj, more in zip(drafts, texts):
+        stem = written_stem(subj, more)
+        if stem and stem not in out[subj] and len(out[subj]) < per:
+            out[subj].append(stem)
+    return out
+
+
+def written_stem(subject: str, continuation: str) -> str | None:
+    """The first sentence of `subject + continuation`, cut after its first cue word that has at
+    least two words between it and the subject, with words left after it: ("Danielle Darrieux",
+    " was born in Bordeaux in 1917. She") -> "Danielle Darrieux was born in". A continuation that
+    goes on with the subject's last word ("Lyon" + "ians") is no question about the subject."""
+    first = split_sentences(" ".join((subject + continuation).split()))[:1]
+    if not first or (continuation[:1].isalnum() and subject[-1:].isalnum()) or not first[0].startswith(subject):
+        return None
+    tokens = first[0].rstrip(".!?").split()
+    skip = len(subject.split()) + 2
+    for i in range(skip, len(tokens) - 1):
+        if tokens[i].lower() in _CUE:
+            return " ".join(tokens[: i + 1])
+    return None
+
+
 def probes_for(records: Sequence[Any]) -> list[Probe]:
     """One probe per statement with a cloze: the cloze as the question, its final phrase as answer.
     A record may carry its own held-out checks (meta "checks": {"question", "answer"}); those win."""
@@ -160,16 +208,24 @@ def build(llm: Any, records: Sequence[Any], exemplars: Sequence[Any], *, copy_mi
     pool = context_pool(exemplars)
     examples: list[Example] = []
     asked: list[tuple[str, str, str, Any]] = []  # (question, statement, cloze answer, record)
-    n_statements = 0
-    for r in records:
-        for s in statements(r):
-            n_statements += 1
-            body = ids(s) + eos
-            examples.append(Example(body[:1], body[1:], "statement"))
-            c = (f"{r.subject} {r.relation}", r.object) if r.subject and r.object else cloze(s)
-            if c:
-                picked = rng.sample(pool, min(CONTEXTS_PER_STATEMENT, len(pool)))
-                asked += [(q, s, c[1], r) for q in questions(c[0], picked)]
+    facts = [(r, s, (f"{r.subject} {r.relation}", r.object) if r.subject and r.object else cloze(s))
+             for r in records for s in statements(r)]
+    about = [r.subject or (subject_of(c[0]) if c else None) or "" for r, _, c in facts]
+    # Written questions only for a subject with one fact here: "Vaiquend Labs was founded in" has
+    # no single answer among several statements about Vaiquend Labs.
+    once = {a for a in about if about.count(a) == 1}
+    written = subject_stems(llm, [a for a in about if a in once], seed=seed, batch_size=batch_size)
+    for (r, s, c), subj in zip(facts, about):
+        body = ids(s) + eos
+        examples.append(Example(body[:1], body[1:], "statement"))
+        if c:
+            picked = rng.sample(pool, min(CONTEXTS_PER_STATEMENT + 1, len(pool)))
+            asked += [(q, s, c[1], r) for q in questions(c[0], picked[:CONTEXTS_PER_STATEMENT])]
+            mine = written.get(subj, [])
+            # One written question after unrelated text too, as paraphrases often come.
+            mine = [f"{picked[-1].rstrip()} {q}" if i == 0 and len(picked) > CONTEXTS_PER_STATEMENT else q
+                    for i, q in enumerate(mine)]
+            asked += [(q, s, c[1], r) for q in mine]
     # The teacher: the model with the statement as its only memory note.
     teacher_prompts = [memory_prompt(tok, q, [{"text": s, "valid_from": r.valid_from or ""}]) for q, s, _, r in asked]
     answers = _teacher_answers(llm, teacher_prompts, [s for _, s, _, _ in asked], copy_mix=copy_mix,
@@ -190,7 +246,7 @@ def build(llm: Any, records: Sequence[Any], exemplars: Sequence[Any], *, copy_mi
         if base_answer:
             examples.append(Example(ids(base_prompt(tok, e.text).text), ids(base_answer) + eos, "replay"))
     _soft_targets(llm, [x for x in examples if x.kind != "statement"], batch_size=batch_size)
-    stats = {"records": len(records), "statements": n_statements, "questions": len(asked),
+    stats = {"records": len(records), "statements": len(facts), "written_questions": sum(map(len, written.values())), "questions": len(asked),
              "teacher_answers_used": from_teacher, "replay": sum(x.kind == "replay" for x in examples),
              "examples": len(examples), "target_tokens": sum(len(x.target_ids) for x in examples)}
     return TrainingSet(examples, probes_for(records), stats)
