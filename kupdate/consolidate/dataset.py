@@ -137,8 +137,8 @@ def context_pool(exemplars: Sequence[Any]) -> list[str]:
 def subject_stems(llm: Any, subjects: Sequence[str], *, per: int = STEMS_PER_SUBJECT, seed: int = 0,
                   batch_size: int = 16) -> dict[str, list[str]]:
     """Up to `per` distinct cloze stems per subject, written by the model: it continues the bare
-    subject name (sampled, seeded), the first sentence is cut at its last cue word, and stems that
-    still name the subject are kept ("Danielle Darrieux" -> "Danielle Darrieux was born in")."""
+    subject name (sampled; seeds torch's global generator with `seed`), and each continuation's
+    first sentence is cut by `written_stem` ("Danielle Darrieux" -> "Danielle Darrieux was born in")."""
     import torch
 
     from kupdate.generate import Prompt, generate
@@ -246,9 +246,9 @@ def build(llm: Any, records: Sequence[Any], exemplars: Sequence[Any], *, copy_mi
         if base_answer:
             examples.append(Example(ids(base_prompt(tok, e.text).text), ids(base_answer) + eos, "replay"))
     _soft_targets(llm, [x for x in examples if x.kind != "statement"], batch_size=batch_size)
-    stats = {"records": len(records), "statements": len(facts), "written_questions": sum(map(len, written.values())), "questions": len(asked),
-             "teacher_answers_used": from_teacher, "replay": sum(x.kind == "replay" for x in examples),
-             "examples": len(examples), "target_tokens": sum(len(x.target_ids) for x in examples)}
+    stats = {"records": len(records), "statements": len(facts), "questions": len(asked),
+             "written_questions": sum(map(len, written.values())), "teacher_answers_used": from_teacher,
+             "replay": sum(x.kind == "replay" for x in examples), "examples": len(examples), "target_tokens": sum(len(x.target_ids) for x in examples)}
     return TrainingSet(examples, probes_for(records), stats)
 
 
