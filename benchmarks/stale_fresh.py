@@ -1,13 +1,16 @@
 """Stale-vs-fresh benchmark: updates arrive in dated rounds; every mode is scored after each round.
 
-    python benchmarks/stale_fresh.py            # 200 CounterFact records + a 20-fact, 3-round synthetic stream
+    python benchmarks/stale_fresh.py            # 200 CounterFact records, a 20-fact synthetic stream, real temporal QA
+    python benchmarks/stale_fresh.py --dataset temporal --modes base,rag,oracle,gated_rag
     python benchmarks/stale_fresh.py --dataset synthetic --n 24 --rounds 3 --out /tmp/synth
     python benchmarks/stale_fresh.py --dataset qaedit --n 100 --prefixes 4
     python benchmarks/stale_fresh.py --dataset zsre --zsre data/zsre_mend_eval.json --n 500 --device cuda
     python benchmarks/stale_fresh.py --modes base,gated_rag,adapter,adapter+gated_rag   # needs consolidation
 
 Datasets: counterfact and qaedit are read by path from ../shared/data (never copied into the project),
-zsre from --zsre (the MEND split's JSON), synthetic is generated (kupdate.bench.synthetic, seeded).
+zsre from --zsre (the MEND split's JSON), synthetic is generated (kupdate.bench.synthetic, seeded),
+temporal reads each --temporal file (real dated QA: all of a file's documents in ONE KB, then every
+question; kupdate.bench.temporal), with the modes base, rag, oracle and gated_rag.
 Modes: base, rag, gated_rag (default), adapter and adapter+gated_rag (opt-in; they consolidate the
 domain after each round). Writes <out>/results.json (metrics, curve, forgetting, per-case answers, the
 config and environment), <out>/table.md, <out>/<dataset>-metrics.png and <out>/<dataset>-curve.png.
@@ -26,14 +29,17 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
-DEFAULT_N = {"counterfact": 200, "qaedit": 200, "zsre": 200, "synthetic": 20}
+DEFAULT_N = {"counterfact": 200, "qaedit": 200, "zsre": 200, "synthetic": 20, "temporal": None}
 DATASETS = tuple(DEFAULT_N)
+# Each temporal file with the number of its cases read (None: all).
+TEMPORAL = {"situatedqa-dev.jsonl": None, "realtimeqa-2023.jsonl": 300}
+TEMPORAL_MODES = "base,rag,oracle,gated_rag"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    p.add_argument("--dataset", default="counterfact,synthetic", help=f"comma-separated, from {', '.join(DATASETS)}")
+    p.add_argument("--dataset", default="counterfact,synthetic,temporal", help=f"comma-separated, from {', '.join(DATASETS)}")
     p.add_argument("--n", type=int, default=None,
                    help="updates per dataset: records read, or facts of the synthetic stream "
                         f"(default: {', '.join(f'{k} {v}' for k, v in DEFAULT_N.items())})")
@@ -50,6 +56,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--counterfact", default=str(SHARED / "counterfact-edit.json"), help="CounterFact-edit JSON")
     p.add_argument("--qaedit", default=str(SHARED / "QAEdit_inter_1k.json"), help="QAEdit JSON")
     p.add_argument("--zsre", default=None, help="zsRE JSON in the MEND split (needed for --dataset zsre)")
+    p.add_argument("--temporal", default=",".join(f"{SHARED / 'temporal' / f}:{n or 'all'}" for f, n in TEMPORAL.items()),
+                   help="comma-separated temporal JSONL files, each as PATH[:N] (its first N cases; default: "
+                        + ", ".join(f"{f} {n or 'all'}" for f, n in TEMPORAL.items()) + ")")
+    p.add_argument("--temporal-modes", default=TEMPORAL_MODES, help="modes of the temporal dataset")
     p.add_argument("--model", default=None, help="LLM (default: the KB default, SmolLM2-135M-Instruct)")
     p.add_argument("--embedder", default=None, help="embedder (default: all-MiniLM-L6-v2)")
     p.add_argument("--device", default=None, help="cpu, cuda, mps (default: auto)")
@@ -74,6 +84,19 @@ def build_stream(name: str, n: int, args: argparse.Namespace):
     return stream_from_cases(name, LOADERS[name](path, n), rounds=args.prefixes)
 
 
+def temporal_sets(args: argparse.Namespace) -> list[tuple[str, str, list]]:
+    """(name, path, cases) of each --temporal file: the file's stem names its KB and its results."""
+    from kupdate.bench.temporal import load_temporal
+
+    sets = []
+    for spec in (s for s in args.temporal.split(",") if s):
+        path, _, n = spec.rpartition(":")
+        if not (n.isdigit() or n == "all"):
+            path, n = spec, "all"
+        sets.append((Path(path).stem, path, load_temporal(path, None if n == "all" else int(n))))
+    return sets
+
+
 def environment(device: str) -> dict:
     env = {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "device": device}
@@ -94,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     from kupdate import KnowledgeBase
     from kupdate.bench import Checkpoint, run_stream
     from kupdate.bench.modes import check_modes
+    from kupdate.bench.temporal import run_temporal
     from kupdate.errors import USER_ERRORS
 
     args = parse_args(argv)
@@ -104,8 +128,11 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             raise ValueError(f"unknown dataset {unknown[0]!r}; choose from {', '.join(DATASETS)}")
         check_modes(modes, KnowledgeBase)
-        sizes = {d: (args.synthetic_n if d == "synthetic" else None) or args.n or DEFAULT_N[d] for d in names}
-        streams = [build_stream(d, sizes[d], args) for d in names]
+        sizes = {d: (args.synthetic_n if d == "synthetic" else None) or args.n or DEFAULT_N[d]
+                 for d in names if d != "temporal"}
+        streams = [build_stream(d, sizes[d], args) for d in names if d != "temporal"]
+        temporal = temporal_sets(args) if "temporal" in names else []
+        temporal_modes = [m for m in args.temporal_modes.split(",") if m]
     except (*USER_ERRORS, ValueError) as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 1
@@ -116,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
               "synthetic_style": args.synthetic_style, "modes": modes, "model": args.model,
               "embedder": args.embedder, "exemplars": args.exemplars,
               "data": {d: getattr(args, d) for d in names if d != "synthetic"}}
+    if temporal:
+        config["temporal"] = {"files": {name: {"path": path, "cases": len(cases)} for name, path, cases in temporal},
+                              "modes": temporal_modes}
     ck = Checkpoint(out / "checkpoint.jsonl")
     start = time.perf_counter()
     results, device = {}, "cpu"
@@ -132,6 +162,13 @@ def main(argv: list[str] | None = None) -> int:
             results[stream.name] = result
             config.setdefault("resolved", {})[stream.name] = {"model": kb.config.model, "embedder": kb.config.embedder,
                                                              "batch_size": batch, "stream": stream.meta}
+        for name, _path, cases in temporal:
+            kb = open_kb(out / f"kb-{name}", args)
+            device = str(kb.llm.device)
+            batch = args.batch_size or (64 if device.startswith("cuda") else 16)
+            with kb:
+                results[name] = run_temporal(kb, name, cases, temporal_modes, checkpoint=ck,
+                                             workdir=out / "streams", batch_size=batch, progress=not args.no_progress)
     except USER_ERRORS as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 1
@@ -159,7 +196,8 @@ def write_outputs(out: Path, config: dict, env: dict, results: dict, seconds: fl
     (out / "table.md").write_text(text, encoding="utf-8")
     for name, r in results.items():
         plot(r, out / f"{name}-metrics.png")
-        plot_curve(r, out / f"{name}-curve.png")
+        if getattr(r, "curve", None):  # rounds: the stream datasets, not the temporal sets
+            plot_curve(r, out / f"{name}-curve.png")
     print(text)
     print(f"results in {out} ({data['wall_seconds']} s)", file=sys.stderr)
 

@@ -17,8 +17,8 @@ __all__ = ["KnowledgeBase", "Answer", "Memory", "IngestReport", "Config"]
 
 _LAZY = {
     "KnowledgeBase": "kupdate.kb",
-    "Answer": "kupdate.answer",
-    "Memory": "kupdate.retrieval",
+    "Answer": "kupdate.answering.answer",
+    "Memory": "kupdate.answering.retrieval",
     "IngestReport": "kupdate.ingest.pipeline",
     "Config": "kupdate.config",
 }

@@ -48,9 +48,6 @@ class RetrievalConfig:
     top_k: int = _f(4, "Memories handed to the model when the gate opens.")
     window: float = _f(0.15, "Memories scoring within this of the best one are quoted too (up to top_k).")
     candidates: int = _f(20, "Candidates fetched from each of dense and lexical search before fusion.")
-    same_fact_similarity: float = _f(
-        0.8, "Cosine above which two memories about the same entities count as the same fact (newer wins)."
-    )
     show_outdated: bool = _f(False, "Also quote outdated memories in the prompt, marked as outdated.")
     focus_sentences: int = _f(
         3, "Quote only the most relevant sentences of the memories given (0: quote whole memories)."
@@ -59,8 +56,22 @@ class RetrievalConfig:
     def __post_init__(self) -> None:
         if self.top_k < 1 or self.candidates < self.top_k:
             raise ConfigError("retrieval.top_k must be >= 1 and retrieval.candidates >= top_k")
-        if not 0 < self.same_fact_similarity <= 1:
-            raise ConfigError("retrieval.same_fact_similarity must be in (0, 1]")
+
+
+@dataclass
+class FreshnessConfig:
+    read: bool = _f(True, "Read each competing memory with the question to find which is current (docs/answering.md).")
+    candidates: int = _f(6, "At most this many memories (those the gate would quote) are read per question.")
+    min_grounded: float = _f(
+        0.5, "Share of the words a reading adds to the question that its memory must contain for it to count as an answer."
+    )
+    same_value: float = _f(0.5, "Overlap (Jaccard) of two readings' added words from which they give the same value.")
+
+    def __post_init__(self) -> None:
+        if self.candidates < 2:
+            raise ConfigError("freshness.candidates must be >= 2")
+        if not (0 <= self.min_grounded <= 1 and 0 < self.same_value <= 1):
+            raise ConfigError("freshness.min_grounded must be in [0, 1] and freshness.same_value in (0, 1]")
 
 
 @dataclass
@@ -171,9 +182,11 @@ class Config:
     device: str = _f("auto", "'auto' (CUDA when present, else CPU), 'cpu' or 'cuda'.")
     backend: str = _f("faiss", "Memory backend: 'faiss' (embedded, default) or 'milvus' (scale-out).")
     default_domain: str = _f("default", "Domain of ingested records when none is given.")
+    language: str = _f("en", "Language of questions and documents (stopwords, stems, sentences): 'en'.")
     memory: MemoryConfig = field(default_factory=MemoryConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
+    freshness: FreshnessConfig = field(default_factory=FreshnessConfig)
     gate: GateConfig = field(default_factory=GateConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     consolidation: ConsolidationConfig = field(default_factory=ConsolidationConfig)
@@ -183,6 +196,9 @@ class Config:
             raise ConfigError(f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
         if self.backend not in ("faiss", "milvus"):
             raise ConfigError(f"backend must be 'faiss' or 'milvus', got {self.backend!r}")
+        from kupdate.language import get_language
+
+        get_language(self.language)  # an unknown language is a ConfigError naming the known ones
         if self.format_version > KB_FORMAT_VERSION:
             raise ConfigError(
                 f"knowledge base format {self.format_version} is newer than this kupdate supports "

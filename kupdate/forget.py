@@ -94,7 +94,7 @@ def select(kb: Any, *, source: str | Path | None = None, ids: Sequence[int] | No
         return {"ids": wanted}, sorted(records, key=lambda r: r.id), [i for i in wanted if i not in have]
     if not str(query).strip():
         raise KupdateError("forget --query is empty; pass the text whose memories should go")
-    from kupdate.retrieval import retrieve
+    from kupdate.answering.retrieval import retrieve
 
     threshold = kb.threshold()
     qvec = kb.embedder.encode([str(query)])[0]

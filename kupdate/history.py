@@ -66,7 +66,7 @@ def _order(record: Record) -> tuple[str, str, int]:
 
 def history(kb: Any, query: str) -> list[HistoryGroup]:
     """Every version of the facts matching `query`, grouped, newest first (see module docstring)."""
-    from kupdate.retrieval import retrieve, taken_out
+    from kupdate.answering.retrieval import retrieve, taken_out
 
     store = kb.store
     qvec = kb.embedder.encode([query])[0]

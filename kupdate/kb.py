@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from kupdate import paths
+from kupdate.answering.gate import Calibration, calibrated_threshold
 from kupdate.config import CONFIG_NAME, Config, dump_config, load_config
 from kupdate.errors import ConfigError, EmbedderMismatch, KBNotFound, KupdateError
-from kupdate.gate import Calibration, calibrated_threshold
 from memory_store import Record, content_hash, open_store
 
 CALIBRATION_KEY = "gate_calibration"
@@ -174,6 +174,13 @@ class KnowledgeBase:
         return self._llm
 
     @property
+    def language(self) -> Any:
+        """The `kupdate.language.Language` of this KB's questions and documents."""
+        from kupdate.language import get_language
+
+        return get_language(self.config.language)
+
+    @property
     def adapters(self) -> Any:
         """The domain adapters this KB serves (`kupdate.adapters.serving.Adapters`)."""
         if self._adapters is None:
@@ -238,8 +245,8 @@ class KnowledgeBase:
     def search(self, query: str, *, k: int | None = None, domain: str | None = None,
                as_of: str | None = None) -> list[Any]:
         """Memories ranked by relevance (the gate's score), outdated ones flagged."""
+        from kupdate.answering.retrieval import retrieve
         from kupdate.ingest.dates import parse_date
-        from kupdate.retrieval import retrieve
 
         as_of = parse_date(as_of, where="--as-of") if as_of else None
         qvec = self.embedder.encode([query])[0]
@@ -253,7 +260,7 @@ class KnowledgeBase:
         the question routes to are active unless `adapter=False`. Returns an `Answer`.
 
         `memory=False` asks the adapters alone; `memory=False, adapter=False` the base model."""
-        from kupdate.answer import ask
+        from kupdate.answering.answer import ask
         from kupdate.ingest.dates import parse_date
 
         if not question.strip():
@@ -279,9 +286,9 @@ class KnowledgeBase:
         above the floor are then asked with the gate open, best first, until one changes its
         answer: the threshold goes just above that one (`gate.calibrated_threshold`).
         """
-        from kupdate.answer import ask
-        from kupdate.gate import binding_exemplars
-        from kupdate.retrieval import retrieve
+        from kupdate.answering.answer import ask
+        from kupdate.answering.gate import binding_exemplars
+        from kupdate.answering.retrieval import retrieve
 
         gate = self.config.gate
         exemplars = list(self.store.records(kind="exemplar"))
@@ -308,7 +315,8 @@ class KnowledgeBase:
 
     def add_exemplars(self, items: list[dict[str, Any]], *, progress: bool = False) -> int:
         """Store exemplar questions with the base model's answers (what must not change)."""
-        from kupdate.generate import base_prompt, generate
+        from kupdate.answering.decoding import generate
+        from kupdate.answering.prompt import base_prompt
 
         # Known questions are dropped first: no base-model generation for what is already stored.
         known = self.store.existing_hashes({content_hash(it["question"]) for it in items}, kind="exemplar")

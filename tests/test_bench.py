@@ -165,18 +165,19 @@ def test_checkpoint_reads_back_and_ignores_a_cut_line(tmp_path):
 # -- the protocol with the tiny model ----------------------------------------------------------------
 
 def _count_generate(monkeypatch):
-    """Count the questions generated for (by any mode), through kupdate.generate.generate."""
-    import kupdate.generate
+    """Count the questions generated for (by any mode), through kupdate.answering.decoding.generate."""
+    import kupdate.answering.decoding
 
     calls = {"prompts": 0}
-    real = kupdate.generate.generate
+    real = kupdate.answering.decoding.generate
 
     def counting(llm, prompts, **kw):
         calls["prompts"] += len(prompts)
         return real(llm, prompts, **kw)
 
-    monkeypatch.setattr(kupdate.generate, "generate", counting)
-    monkeypatch.setattr("kupdate.answer.generate", counting)
+    monkeypatch.setattr(kupdate.answering.decoding, "generate", counting)
+    monkeypatch.setattr("kupdate.answering.answer.generate", counting)
+    monkeypatch.setattr("kupdate.answering.freshness.generate", counting)
     return calls
 
 

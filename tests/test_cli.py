@@ -51,12 +51,15 @@ def test_ingest_ask_search_status_json(capsys, kb_path, tmp_path):
     answer = json.loads(out)
     assert code == 0 and answer["gate"]["open"] is True
     assert answer["memories"][0]["text"].endswith("Ilse Marsh.") and not answer["memories"][0]["outdated"]
+    assert [m["outdated"] for m in answer["memories"][1:]] == [True]  # the older version, read and outdated
+    assert {r["id"] for r in answer["readings"]} == {m["id"] for m in answer["memories"]}
 
     code, out, _ = cli(capsys, "ask", "Who is the CEO of Veltrane Robotics?", "--kb", kb_path, "--no-memory", "--json")
     assert json.loads(out)["gate"]["open"] is False and json.loads(out)["memories"] == []
 
     code, out, _ = cli(capsys, "search", "Veltrane CEO", "--kb", kb_path, "--json")
-    assert {m["outdated"] for m in json.loads(out)} == {True, False}
+    # search ranks both versions; which one is current is settled per question, by ask
+    assert len(json.loads(out)) == 2 and not any(m["outdated"] for m in json.loads(out))
 
     code, out, _ = cli(capsys, "status", "--kb", kb_path, "--json")
     status = json.loads(out)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from kupdate.answer import _statements
-from kupdate.generate import CopyMix, is_cloze
+from kupdate.answering.decoding import CopyMix
+from kupdate.answering.notes import statements
+from kupdate.answering.prompt import is_cloze
+from kupdate.language import get_language
 
 
 def test_question_stays_with_its_answer():
-    assert _statements("What is the twin city of Lyon? It is Manila. Lyon is in France.") == [
+    assert statements("What is the twin city of Lyon? It is Manila. Lyon is in France.", get_language()) == [
         "What is the twin city of Lyon? It is Manila.", "Lyon is in France."]
 
 
@@ -33,7 +35,8 @@ def test_copy_mix_prefers_the_longest_match_and_the_better_ranked_memory():
 
 
 def test_first_line_stops_early_with_the_same_first_line(tiny_llm_dir):
-    from kupdate.generate import Prompt, generate
+    from kupdate.answering.decoding import generate
+    from kupdate.answering.prompt import Prompt
     from kupdate.models import load_llm
     from kupdate.text import first_line
 
@@ -46,7 +49,7 @@ def test_first_line_stops_early_with_the_same_first_line(tiny_llm_dir):
 
 
 def test_copy_mix_starts_an_answer_where_the_best_notes_start():
-    from kupdate.generate import CopyMix
+    from kupdate.answering.decoding import CopyMix
 
     mix = CopyMix([[5, 6, 7], [9, 6, 8]], starts=[0], mix=0.8)
     found, _ = mix.candidates([])
@@ -79,7 +82,7 @@ def test_an_echoing_answer_copies_the_value_its_notes_give_and_not_the_replaced_
     is what it copies."""
     import torch
 
-    from kupdate.generate import value_names
+    from kupdate.answering.decoding import value_names
 
     question = "What is the flagship product of Vaiquend Labs?"
     notes = ["The Sufos loom replaced the Faprend scanner as the flagship product of Vaiquend Labs.",

@@ -124,7 +124,8 @@ def test_answer_html_lists_citations_with_dates_and_strikes_the_outdated(kb):
 
 
 def test_display_escapes_ingested_text_and_questions(tiny_kb, tmp_path):
-    hostile = 'Veltrane Robotics is led by CEO <script>alert("x")</script> Ilse Marsh.'
+    # Tags are markup and go at ingest; escaped ones are text, and the page must escape them again.
+    hostile = 'Veltrane Robotics is led by CEO &lt;script&gt;alert("x")&lt;/script&gt; Ilse Marsh.'
     doc(tmp_path / "docs", "a&b.md", "2025-02-10", hostile)
     tiny_kb.ingest([tmp_path / "docs"])
     answer = tiny_kb.ask(QUESTION + " <img src=x onerror=alert(1)>")
@@ -183,7 +184,7 @@ def test_load_ext_magics_ask_search_status_ingest_in_ipython(kb, shell, capsys, 
     assert result.success and out2 == out  # no adapter serves yet: the same base-model answer
 
     result, out, _ = run_cell(shell, capsys, "%kupdate search -k 5 Veltrane CEO")
-    assert result.success and "OUTDATED" in out and "Ilse Marsh" in out
+    assert result.success and "Tomas Greel" in out and "Ilse Marsh" in out
 
     result, out, _ = run_cell(shell, capsys, "%kupdate status")
     assert "records: 2 knowledge" in out

@@ -27,15 +27,15 @@ def test_newer_document_wins_and_older_is_flagged_outdated(tiny_kb, tmp_path):
     doc(docs, "old.md", "2023-03-14", "Veltrane Robotics is led by CEO Tomas Greel.")
     doc(docs, "new.md", "2025-02-10", "Veltrane Robotics is led by CEO Ilse Marsh.")
     tiny_kb.ingest([docs])
-    found = tiny_kb.search("Who is the CEO of Veltrane Robotics?", k=5)
-    by_text = {m.record.text: m for m in found}
-    assert not by_text["Veltrane Robotics is led by CEO Ilse Marsh."].outdated
-    old = by_text["Veltrane Robotics is led by CEO Tomas Greel."]
-    assert old.outdated and old.outdated_by == by_text["Veltrane Robotics is led by CEO Ilse Marsh."].id
+    # Search only ranks: which version is current is settled per question, by reading, in ask.
+    assert not any(m.outdated for m in tiny_kb.search("Who is the CEO of Veltrane Robotics?", k=5))
     answer = tiny_kb.ask("Who is the CEO of Veltrane Robotics?")
     assert answer.gate.open
-    assert [m.record.text for m in answer.citations] == ["Veltrane Robotics is led by CEO Ilse Marsh."]
-    assert any(m.outdated for m in answer.memories)
+    by_text = {m.record.text: m for m in answer.memories}
+    old, new = by_text["Veltrane Robotics is led by CEO Tomas Greel."], by_text["Veltrane Robotics is led by CEO Ilse Marsh."]
+    assert old.outdated and old.outdated_by == new.id and not new.outdated
+    assert [m.record.text for m in answer.citations] == [new.record.text]
+    assert {r.memory_id for r in answer.readings} == {old.id, new.id}
 
 
 def test_same_shape_about_another_entity_is_not_outdated(tiny_kb, tmp_path):
@@ -43,7 +43,7 @@ def test_same_shape_about_another_entity_is_not_outdated(tiny_kb, tmp_path):
     doc(docs, "a.md", "2023-01-01", "Veltrane Robotics is led by CEO Tomas Greel.")
     doc(docs, "b.md", "2025-01-01", "Quillfeather Press is led by CEO Tomas Greel.")
     tiny_kb.ingest([docs])
-    assert not any(m.outdated for m in tiny_kb.search("Veltrane Robotics CEO", k=5))
+    assert not any(m.outdated for m in tiny_kb.ask("Who is the CEO of Veltrane Robotics?").memories)
 
 
 def test_structured_facts_supersede_exactly(tiny_kb, tmp_path):
@@ -86,7 +86,7 @@ def test_answer_json_shape(tiny_kb, tmp_path):
     doc(tmp_path / "docs", "a.md", "2025-01-01", "Veltrane Robotics is led by CEO Ilse Marsh.")
     tiny_kb.ingest([tmp_path / "docs"])
     data = tiny_kb.ask("Who is the CEO of Veltrane Robotics?").to_dict()
-    assert set(data) == {"question", "answer", "gate", "memories", "adapter", "timings_ms"}
+    assert set(data) == {"question", "answer", "gate", "memories", "adapter", "timings_ms", "readings"}
     assert set(data["gate"]) >= {"score", "open"} and data["adapter"] is None
     assert set(data["memories"][0]) >= {"id", "text", "source", "valid_from", "score", "outdated"}
     assert data["memories"][0]["valid_from"] == "2025-01-01"
@@ -117,24 +117,6 @@ def test_exemplars_keep_base_answers_and_never_come_back_as_knowledge(tiny_kb, t
     assert tiny_kb.search("How many continents are there?") == []
 
 
-def test_an_update_in_other_words_outdates_the_old_value_for_that_question_only(tiny_kb, tmp_path):
-    """Whole-memory similarity misses updates that change much of a sentence; per question, the
-    sentences answering it are compared with the names masked, so the newer value wins, and a
-    newer statement about another attribute of the same company outdates nothing."""
-    docs = tmp_path / "docs"
-    doc(docs, "a.md", "2023-01-01", "The flagship product of Brurounus Energy is the Betrom kiln. "
-        "The company employs about 300 people.")
-    doc(docs, "b.md", "2025-01-01", "Analysts expected it. The flagship product of Brurounus Energy is "
-        "now the Neme drone.")
-    doc(docs, "c.md", "2025-06-01", "Brurounus Energy moved its headquarters to Bilbao.")
-    tiny_kb.ingest([docs])
-    found = {m.record.source.rsplit("/", 1)[-1]: m for m in tiny_kb.search("What is the flagship product of Brurounus Energy?", k=5)}
-    assert found["a.md"].outdated and found["a.md"].outdated_by == found["b.md"].id
-    assert not found["b.md"].outdated and not found.get("c.md", found["b.md"]).outdated
-    hq = {m.record.source.rsplit("/", 1)[-1]: m for m in tiny_kb.search("Where is Brurounus Energy headquartered?", k=5)}
-    assert not hq["c.md"].outdated
-
-
 def test_a_question_about_another_company_of_the_same_sector_keeps_the_gate_shut(tiny_kb, tmp_path):
     doc(tmp_path / "docs", "a.md", "2025-01-01", "The flagship product of Brurounus Energy is the Neme drone.")
     tiny_kb.ingest([tmp_path / "docs"])
@@ -142,56 +124,18 @@ def test_a_question_about_another_company_of_the_same_sector_keeps_the_gate_shut
     assert not tiny_kb.ask("What is the flagship product of Storikrin Energy?").gate.open
 
 
-def test_answer_shapes_mask_names_and_numbers_but_keep_acronyms():
-    from kupdate.conflicts import shape
+def test_stems_of_what_is_asked():
+    from kupdate.language import get_language
 
-    assert shape("The CEO of Vaiquend Labs is Ivo Kern.") == "The CEO of X is X."
-    assert shape("Zequo Labs employs about 2,020 people.") == "X employs about X people."
-
-
-def _by_file(kb, question):
-    return {m.record.source.rsplit("/", 1)[-1]: m for m in kb.search(question, k=5)}
-
-
-def test_news_naming_the_value_it_replaces_outdates_that_fact_only(tiny_kb, tmp_path):
-    """"Relocated its head office from Tartu to Gothenburg" shares few words with "is headquartered
-    in Tartu", but names the value it replaces; the older memory's other fact stays current."""
-    docs = tmp_path / "docs"
-    doc(docs, "a.md", "2023-01-16", "Vaiquend Labs is headquartered in Tartu. "
-        "Vaiquend Labs sells the Trebond tractor as its flagship product.")
-    doc(docs, "b.md", "2023-07-17", "Vaiquend Labs relocated its head office from Tartu to Gothenburg.")
-    tiny_kb.ingest([docs])
-    hq = _by_file(tiny_kb, "Where is Vaiquend Labs headquartered?")
-    assert hq["a.md"].outdated and hq["a.md"].outdated_by == hq["b.md"].id
-    assert not _by_file(tiny_kb, "What is the flagship product of Vaiquend Labs?")["a.md"].outdated
-
-
-def test_a_role_named_in_other_words_is_still_the_role_asked(tiny_kb, tmp_path):
-    """'CEO' in the question names the attribute, not the subject: memories saying "chief
-    executive" take part, and the newer appointment outdates the older one."""
-    docs = tmp_path / "docs"
-    doc(docs, "a.md", "2023-01-16", "The board of Vaiquend Labs is chaired by Bram Moustithard. "
-        "Ivo Vibouthberg is the chief executive of Vaiquend Labs.")
-    doc(docs, "b.md", "2023-07-17", "Vaiquend Labs named Greta Trainurstone as its new chief executive.")
-    tiny_kb.ingest([docs])
-    ceo = _by_file(tiny_kb, "Who is the CEO of Vaiquend Labs?")
-    assert ceo["a.md"].outdated and ceo["a.md"].outdated_by == ceo["b.md"].id
-    assert not _by_file(tiny_kb, "Who chairs the board of Vaiquend Labs?")["a.md"].outdated
-
-
-def test_subject_and_stems_of_what_is_asked():
-    from kupdate.text import stem, subject
-
-    assert subject("Who is the CEO of Vaiquend Labs?") == {"vaiquend", "labs"}
-    assert subject("Who is the CEO of IBM?") == {"ibm"} and subject("What does BBC Knowledge air?") == {"bbc", "knowledge"}
+    stem = get_language("en").stem
     assert stem("headquartered") == stem("headquarters")
     assert stem("partners") == stem("partner") and stem("mainly") == stem("main")
     assert stem("leaders") == stem("leads")
 
 
 def test_an_exemplar_the_memory_leaves_unchanged_does_not_bind_the_threshold():
+    from kupdate.answering.gate import binding_exemplars, calibrated_threshold
     from kupdate.config import GateConfig
-    from kupdate.gate import binding_exemplars, calibrated_threshold
 
     cfg = GateConfig()
     scores = [0.62, 0.50, 0.10]
@@ -205,29 +149,17 @@ def test_an_exemplar_the_memory_leaves_unchanged_does_not_bind_the_threshold():
 def test_the_asking_sentence_of_a_long_question_is_scored_alone():
     """A paraphrase behind an unrelated sentence ("Ádám Rajhona, 72, Hungarian actor. The twin city
     of Kharkiv is") names people the memory does not; its last sentence alone matches."""
+    from kupdate.answering.gate import relevance
+    from kupdate.answering.query import Query
     from kupdate.config import GateConfig
-    from kupdate.gate import QueryTerms, relevance
 
     question = "Ádám Rajhona, 72, Hungarian actor. The twin city of Kharkiv is"
     memory = "Kharkiv is a twin city of Athens."
-    query = QueryTerms.build(question, {}, 100)
+    query = Query.build(question, {}, 100)
     assert query.asking == "The twin city of Kharkiv is"
     cfg = GateConfig()
     focused = relevance(query, memory, 0.3, cfg, focus_dense=0.7)
-    whole = relevance(QueryTerms(query.terms, query.entities, query.idf), memory, 0.3, cfg)
+    whole = relevance(Query(query.text, query.terms, query.names, query.idf, query.lang), memory, 0.3, cfg)
     assert focused.entity == 1.0 and focused.score > whole.score + 0.3
 
 
-def test_an_acronym_asked_about_is_found_spelled_out(tiny_kb, tmp_path):
-    """The older memory says "CEO", the newer "chief executive": the same role, so the appointment
-    outdates the older name; a sentence about staff numbers names no CEO."""
-    from kupdate.conflicts import _stems
-
-    assert "ceo" in _stems("The board appointed Tomas Grumoumwick as chief executive.")
-    assert "ceo" not in _stems("The company employs about 300 people.")
-    docs = tmp_path / "docs"
-    doc(docs, "a.md", "2023-01-16", "Vaiquend Labs makes tractors. The CEO of the company is Anouk Rouley.")
-    doc(docs, "b.md", "2023-07-17", "The board of Vaiquend Labs appointed Tomas Grumoumwick as chief executive.")
-    tiny_kb.ingest([docs])
-    ceo = _by_file(tiny_kb, "Who is the CEO of Vaiquend Labs?")
-    assert ceo["a.md"].outdated and ceo["a.md"].outdated_by == ceo["b.md"].id

@@ -130,7 +130,7 @@ def test_prune_retires_deleted_files_and_keeps_them_in_history(capsys, kb_path, 
 
     # Without --prune nothing changes: the newer statement still wins.
     assert cli_json(capsys, "ingest", str(docs), "--kb", kb_path)["pruned"] == 0
-    found = {m["text"]: m for m in cli_json(capsys, "search", QUESTION, "--kb", kb_path)}
+    found = {m["text"]: m for m in cli_json(capsys, "ask", QUESTION, "--kb", kb_path)["memories"]}
     assert found[OLD]["outdated"] and not found[NEW]["outdated"]
 
     report = cli_json(capsys, "ingest", str(docs), "--kb", kb_path, "--prune")

@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from kupdate.gate import QueryTerms, relevance
-from kupdate.text import terms
+from kupdate.answering.gate import relevance
+from kupdate.answering.query import Query
 
 ROUTER_KEYS = "router.npy"
 ROUTER_TEXTS = "router.json"
@@ -111,7 +111,7 @@ class Adapters:
         if not routers:
             return []
         store = self.kb.store
-        query = QueryTerms.build(question, store.document_frequencies(terms(question)), store.count("knowledge"))
+        query = Query.for_store(question, store, self.kb.language)
         fvec = self.kb.embedder.encode([query.asking])[0] if query.asking else None
         threshold = self.kb.threshold()
         routes = []

@@ -72,7 +72,7 @@ def rag_context(kb: Any, question: str, qvec: Any = None, k: int = RAG_TOP_K) ->
 
 
 def rag_prompt(kb: Any, question: str, context: Sequence[str]) -> Any:
-    from kupdate.generate import Prompt, chat_text
+    from kupdate.answering.prompt import Prompt, chat_text
 
     lines = "\n".join(f"- {t}" for t in context)
     content = f"Context:\n{lines}\n\nQuestion: {question}"
@@ -81,7 +81,7 @@ def rag_prompt(kb: Any, question: str, context: Sequence[str]) -> Any:
 
 def rag_answer(kb: Any, question: str, k: int = RAG_TOP_K) -> str:
     """The `rag` reference for one question: top-k dense memories in the chat prompt, greedy."""
-    from kupdate.generate import generate
+    from kupdate.answering.decoding import generate
 
     prompt = rag_prompt(kb, question, rag_context(kb, question, k=k))
     with without_adapters(kb):
@@ -119,7 +119,8 @@ def ask_one(kb: Any, question: str, mode: str) -> Reply:
 
 def answer_batch(kb: Any, questions: Sequence[str], mode: str) -> list[Reply]:
     """`questions` in a batched mode (`base` or `rag`), one generate call; time shared per answer."""
-    from kupdate.generate import base_prompt, generate
+    from kupdate.answering.decoding import generate
+    from kupdate.answering.prompt import base_prompt
 
     t0 = time.perf_counter()
     if mode == "base":

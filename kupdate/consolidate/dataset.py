@@ -7,7 +7,7 @@ For every current record of the domain:
   final phrase, "The mother tongue of X is" -> "English"). Each cloze is asked in a few surface
   forms (the cloze itself, "Complete the sentence: ...", "What do you know about X?", after
   unrelated text), so the student learns the fact rather than one string;
-- questions generated with the model: it writes about the statement's subject ("Danielle Darrieux
+- questions generated with the model: it writes about the statement's subject ("Ada Brook
   was a French actress born in"), and each sentence it writes, cut at a cue word, is asked too.
   Their answer is the teacher's when it gives the fact, else the statement: whatever is asked
   about the subject, the student brings up the new fact, as the teacher with the note does;
@@ -26,8 +26,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from kupdate.ingest.chunking import split_sentences
-from kupdate.text import STOPWORDS, hits
+from kupdate.answering.decoding import generate
+from kupdate.answering.notes import Note
+from kupdate.answering.notes import statements as note_statements
+from kupdate.answering.prompt import Prompt, base_prompt, memory_prompt
+from kupdate.language import get_language
+from kupdate.language.en import STOPWORDS
+from kupdate.text import hits
 
 #: Words after which a sentence's final phrase is taken as the answer of its cloze.
 _CUE = frozenset("is was are were by in of to at from as for on with has have into under named called".split())
@@ -70,11 +75,10 @@ class TrainingSet:
 
 def statements(record: Any) -> list[str]:
     """The sentences of a record (a question is kept with the sentence answering it)."""
-    from kupdate.answer import _statements
-
     if record.subject and record.relation and record.object:
         return [f"{record.subject} {record.relation} {record.object}."]
-    return [s for s in _statements(record.text) if len(s.split()) >= 3] or split_sentences(record.text)[:1]
+    lang = get_language()
+    return [s for s in note_statements(record.text, lang) if len(s.split()) >= 3] or lang.split_sentences(record.text)[:1]
 
 
 def cloze(sentence: str) -> tuple[str, str] | None:
@@ -124,11 +128,9 @@ def questions(stem: str, contexts: Sequence[str] = ()) -> list[str]:
 
 def context_pool(exemplars: Sequence[Any]) -> list[str]:
     """Short sentences from the base model's exemplar answers: natural text unrelated to any fact."""
-    from kupdate.ingest.chunking import split_sentences
-
     pool = []
     for e in exemplars:
-        for s in split_sentences((e.meta or {}).get("base_answer", ""))[:1]:
+        for s in get_language().split_sentences((e.meta or {}).get("base_answer", ""))[:1]:
             if 4 <= len(s.split()) <= 20 and s.endswith("."):
                 pool.append(s)
     return pool
@@ -138,10 +140,8 @@ def subject_stems(llm: Any, subjects: Sequence[str], *, per: int = STEMS_PER_SUB
                   batch_size: int = 16) -> dict[str, list[str]]:
     """Up to `per` distinct cloze stems per subject, written by the model: it continues the bare
     subject name (sampled; seeds torch's global generator with `seed`), and each continuation's
-    first sentence is cut by `written_stem` ("Danielle Darrieux" -> "Danielle Darrieux was born in")."""
+    first sentence is cut by `written_stem` ("Ada Brook" -> "Ada Brook was born in")."""
     import torch
-
-    from kupdate.generate import Prompt, generate
 
     unique = list(dict.fromkeys(s for s in subjects if s))
     drafts = [s for s in unique for _ in range(per + 1)]  # one draw more than needed: some fail
@@ -161,10 +161,10 @@ def subject_stems(llm: Any, subjects: Sequence[str], *, per: int = STEMS_PER_SUB
 
 def written_stem(subject: str, continuation: str) -> str | None:
     """The first sentence of `subject + continuation`, cut after its first cue word that has at
-    least two words between it and the subject, with words left after it: ("Danielle Darrieux",
-    " was born in Bordeaux in 1917. She") -> "Danielle Darrieux was born in". A continuation that
+    least two words between it and the subject, with words left after it: ("Ada Brook",
+    " was born in Leeds in 1911. She") -> "Ada Brook was born in". A continuation that
     goes on with the subject's last word ("Lyon" + "ians") is no question about the subject."""
-    first = split_sentences(" ".join((subject + continuation).split()))[:1]
+    first = get_language().split_sentences(" ".join((subject + continuation).split()))[:1]
     if not first or (continuation[:1].isalnum() and subject[-1:].isalnum()) or not first[0].startswith(subject):
         return None
     tokens = first[0].rstrip(".!?").split()
@@ -196,8 +196,6 @@ def build(llm: Any, records: Sequence[Any], exemplars: Sequence[Any], *, copy_mi
     """The training set for `records` (a domain's current memory) plus replayed `exemplars`."""
     import random
 
-    from kupdate.generate import base_prompt, memory_prompt
-
     tok = llm.tokenizer
     eos = [tok.eos_token_id] if tok.eos_token_id is not None else []
 
@@ -211,8 +209,8 @@ def build(llm: Any, records: Sequence[Any], exemplars: Sequence[Any], *, copy_mi
     facts = [(r, s, (f"{r.subject} {r.relation}", r.object) if r.subject and r.object else cloze(s))
              for r in records for s in statements(r)]
     about = [r.subject or (subject_of(c[0]) if c else None) or "" for r, _, c in facts]
-    # Written questions only for a subject with one fact here: "Vaiquend Labs was founded in" has
-    # no single answer among several statements about Vaiquend Labs.
+    # Written questions only for a subject with one fact here: "Acme Rail was founded in" has no
+    # single answer among several statements about Acme Rail.
     once = {a for a in about if about.count(a) == 1}
     written = subject_stems(llm, [a for a in about if a in once], seed=seed, batch_size=batch_size)
     for (r, s, c), subj in zip(facts, about):
@@ -227,7 +225,7 @@ def build(llm: Any, records: Sequence[Any], exemplars: Sequence[Any], *, copy_mi
                     for i, q in enumerate(mine)]
             asked += [(q, s, c[1], r) for q in mine]
     # The teacher: the model with the statement as its only memory note.
-    teacher_prompts = [memory_prompt(tok, q, [{"text": s, "valid_from": r.valid_from or ""}]) for q, s, _, r in asked]
+    teacher_prompts = [memory_prompt(tok, q, [Note(r.id, s, r.valid_from or "")]) for q, s, _, r in asked]
     answers = _teacher_answers(llm, teacher_prompts, [s for _, s, _, _ in asked], copy_mix=copy_mix,
                                max_new_tokens=max_new_tokens, batch_size=batch_size)
     from_teacher = 0
@@ -254,8 +252,6 @@ def build(llm: Any, records: Sequence[Any], exemplars: Sequence[Any], *, copy_mi
 
 def _teacher_answers(llm: Any, prompts: list[Any], sources: list[str], *, copy_mix: float,
                      max_new_tokens: int, batch_size: int) -> list[str]:
-    from kupdate.generate import generate
-
     out: list[str] = []
     for i in range(0, len(prompts), batch_size):
         # Each question copies from its own statement only.

@@ -29,7 +29,8 @@ def answers(kb: Any, questions: Sequence[str], *, forced: Sequence[Any] | None =
     """Memory-shut answers to `questions` as served (or with `forced` routes for all); also
     whether each question was routed to any adapter. `routed_only`: questions routed nowhere are
     not generated (None): the base model answers them, unchanged by construction."""
-    from kupdate.generate import base_prompt, generate
+    from kupdate.answering.decoding import generate
+    from kupdate.answering.prompt import base_prompt
 
     if not questions:
         return [], []
@@ -75,7 +76,8 @@ def _locality(kb: Any, exemplars: Sequence[Any], records: Sequence[Any]) -> Any:
     """Exemplars are compared with their stored base answers, `checks.unrelated` prompts with the
     base model's answers now. A prompt routed to no adapter is answered by the base model itself
     (every adapter off), so only routed prompts are generated and compared."""
-    from kupdate.generate import base_prompt, generate
+    from kupdate.answering.decoding import generate
+    from kupdate.answering.prompt import base_prompt
 
     items = [(e.text, e.meta["base_answer"]) for e in exemplars if (e.meta or {}).get("base_answer") is not None]
     unrelated = [q for r in records for q in ((r.meta or {}).get("checks") or {}).get("unrelated", [])]

@@ -68,7 +68,7 @@ def report_line(report: dict[str, Any]) -> str:
 
 def current_records(kb: Any) -> dict[str, list[Any]]:
     """Current knowledge records (not superseded or retired) by domain."""
-    from kupdate.retrieval import taken_out
+    from kupdate.answering.retrieval import taken_out
 
     out: dict[str, list[Any]] = {}
     for r in kb.store.records(kind="knowledge"):
@@ -77,48 +77,20 @@ def current_records(kb: Any) -> dict[str, list[Any]]:
     return out
 
 
-def without_outdated(kb: Any, records: list[Any], block: int = 512) -> list[Any]:
-    """`records` less those a fresher record states differently: the rule `ask` applies among
-    retrieved memories (same entities, cosine >= same_fact_similarity, newer valid_from wins),
-    applied to each record's near neighbours, so an adapter never learns a stale value."""
-    import numpy as np
-
-    from kupdate.retrieval import Memory, mark_outdated
-
-    if len(records) < 2:
-        return records
-    vecs = kb.store.vectors([r.id for r in records])
-    same = kb.config.retrieval.same_fact_similarity
-    keep = []
-    for start in range(0, len(records), block):
-        sims = vecs[start : start + block] @ vecs.T
-        for row, sim in enumerate(sims):
-            i = start + row
-            near = np.nonzero(sim >= same)[0]
-            if len(near) > 1:
-                group = [Memory(records[j], 0.0, 0.0, 0.0, 0.0) for j in near]
-                mark_outdated(group, vecs[near], same, None)
-                if any(m.outdated and m.record.id == records[i].id for m in group):
-                    continue
-            keep.append(records[i])
-    return _not_outdated_when_asked(kb, keep)
-
-
-def _not_outdated_when_asked(kb: Any, records: list[Any]) -> list[Any]:
+def without_outdated(kb: Any, records: list[Any]) -> list[Any]:
     """`records` less those that `ask` calls outdated when asked the cloze of their own statement
-    (the per-question rule of `kupdate.conflicts`, which also sees updates worded differently)."""
+    (a fresher memory read on that question gives another value), so an adapter never learns a
+    stale value."""
+    from kupdate.answering.answer import memories_for
     from kupdate.consolidate.dataset import probes_for
-    from kupdate.retrieval import retrieve
 
     probes = probes_for(records)
-    if not probes:
+    if len(records) < 2 or not probes:
         return records
-    cfg = kb.config
     vecs = kb.embedder.encode([p.question for p in probes])
     dropped: set[int] = set()
     for p, v in zip(probes, vecs):
-        found = retrieve(kb.store, p.question, v, retrieval=cfg.retrieval, gate=cfg.gate,
-                         domain=records[0].domain, encode=kb.embedder.encode)
+        found, _ = memories_for(kb, p.question, v, domain=records[0].domain)
         dropped |= {m.id for m in found if m.outdated and m.id == p.record_id}
     return [r for r in records if r.id not in dropped]
 

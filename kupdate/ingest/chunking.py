@@ -11,25 +11,11 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
+from kupdate.language.en import split_sentences
+
 __all__ = ["split_sentences", "count_tokens_default", "chunk_text"]
 
 _TOKEN = re.compile(r"\w+|[^\w\s]")
-_HEADING = re.compile(r" {0,3}#{1,6}(?:\s|$)")  # CommonMark ATX heading; '#tag' is not one
-_LIST_ITEM = re.compile(r"\s*(?:[-*+]|\d{1,9}[.)])\s")
-# Candidate boundary: terminal punctuation, optional closing quotes/brackets, then whitespace.
-_BOUNDARY = re.compile(r"([.!?…]+)([\"'”’)\]]*)\s+")
-_INITIALISM = re.compile(r"(?:[a-z]\.){2,}")  # u.s., e.g., a.m.
-_INITIAL = re.compile(r"[A-Z]\.")  # John F. Kennedy
-_ENUMERATOR = re.compile(r"\d{1,9}\.")  # "1." opening a list item
-# Abbreviations that rarely end a sentence (titles, "vs.", "approx."): never split after them.
-_ABBREVIATIONS = frozenset(
-    "mr mrs ms dr prof sr jr st mt rev hon gen col capt lt sgt gov sen rep pres supt vs cf approx ca viz ph.d".split()
-)
-# Abbreviations that precede a number ("No. 5", "Fig. 3", "Jan. 12"); "no." before a capital
-# letter is just the word "no" ending a sentence, so these only hold before a digit.
-_NUMBER_ABBREVIATIONS = frozenset(
-    "no nos fig figs eq vol pp p ch sec art jan feb mar apr jun jul aug sep sept oct nov dec".split()
-)
 
 
 def count_tokens_default(text: str) -> int:
@@ -39,66 +25,6 @@ def count_tokens_default(text: str) -> int:
     is a budget, not an exact figure. Pass a model's own counter to `chunk_text` for precision.
     """
     return len(_TOKEN.findall(text))
-
-
-def _is_boundary(block: str, match: re.Match[str], sentence_start: int) -> bool:
-    """Decide whether the candidate boundary `match` really ends a sentence."""
-    following = block[match.end()]
-    if following.islower():  # "e.g. the", "approx. five", "etc. and": a sentence starts uppercase
-        return False
-    if match[1] != ".":  # "!", "?", "...": a capital (or digit, quote) after them starts anew
-        return True
-    word = block[sentence_start : match.end(1)].rsplit(None, 1)[-1].lstrip("([{\"'“‘")
-    lowered = word.lower()
-    if lowered[:-1] in _ABBREVIATIONS or _INITIALISM.fullmatch(lowered) or _INITIAL.fullmatch(word):
-        return False
-    if lowered[:-1] in _NUMBER_ABBREVIATIONS and following.isdigit():
-        return False
-    # "1. First item": the list number is not a sentence of its own.
-    return not (_ENUMERATOR.fullmatch(word) and block[sentence_start : match.start()].isdigit())
-
-
-def _split_block(block: str) -> list[str]:
-    """Split one whitespace-collapsed paragraph into sentences."""
-    sentences: list[str] = []
-    start = 0
-    for match in _BOUNDARY.finditer(block):
-        if _is_boundary(block, match, start):
-            sentences.append(block[start : match.end(2)])
-            start = match.end()
-    sentences.append(block[start:])
-    return sentences
-
-
-def _blocks(text: str) -> list[str]:
-    """Paragraphs, headings and list items, each with its internal whitespace collapsed."""
-    blocks: list[list[str]] = [[]]
-    for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n"):
-        if not line.strip():
-            blocks.append([])
-        elif _HEADING.match(line):
-            # A heading is its own sentence: it has no final period to split on, and merging it
-            # into the paragraph below would glue "## Results" onto the first sentence.
-            blocks += [[line], []]
-        elif _LIST_ITEM.match(line):
-            blocks.append([line])  # each list item starts afresh, like a paragraph
-        else:
-            blocks[-1].append(line)
-    return [" ".join(" ".join(lines).split()) for lines in blocks if lines]
-
-
-def split_sentences(text: str) -> list[str]:
-    """Split text into stripped, non-empty sentences.
-
-    Splits after ``.``, ``!``, ``?`` followed by whitespace and a non-lowercase character, and at
-    blank lines, Markdown headings (``#`` lines) and list items. Does not split after common
-    abbreviations ("Dr.", "e.g.", "U.S.", "No. 5"), initials ("J. Smith") or inside numbers
-    ("3.5"). Whitespace inside a sentence is collapsed to single spaces.
-    """
-    sentences: list[str] = []
-    for block in _blocks(text):
-        sentences += [s.strip() for s in _split_block(block) if s.strip()]
-    return sentences
 
 
 def _hard_split(word: str, max_tokens: int, count_tokens: Callable[[str], int]) -> list[str]:

@@ -39,6 +39,7 @@ from kupdate.errors import InputError
 from kupdate.ingest.chunking import chunk_text
 from kupdate.ingest.dates import now_iso, parse_date
 from kupdate.ingest.loaders import Document, expand_paths, load_file
+from kupdate.text import plain
 from memory_store import Record
 
 EMBED_GROUP_BATCHES = 8
@@ -82,7 +83,8 @@ def _records_for(doc: Document, cfg: Config, *, domain: str | None, as_of: str |
         # A structured fact is one record: it must supersede exactly, so it is never split.
         return [Record(text=" ".join(doc.text.split()), subject=doc.subject, relation=doc.relation,
                        object=doc.object, **common)]
-    chunks = chunk_text(doc.text, max_tokens=cfg.ingest.chunk_tokens, overlap=cfg.ingest.chunk_overlap,
+    # HTML left in a document (tags, entities) is markup, not content: a reader sees the text only.
+    chunks = chunk_text(plain(doc.text), max_tokens=cfg.ingest.chunk_tokens, overlap=cfg.ingest.chunk_overlap,
                         count_tokens=count_tokens)
     return [Record(text=c, position=i, **common) for i, c in enumerate(chunks)]
 

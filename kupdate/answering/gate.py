@@ -1,64 +1,25 @@
-"""The gate: per question, does memory go into the prompt? (DESIGN.md section 6)
+"""The gate: per question, does memory go into the prompt? (docs/answering.md, "The gate")
 
-Each retrieved memory gets one relevance score in [0, 1] that mixes three signals:
-dense cosine, IDF-weighted coverage of the question's content terms, and coverage of the
-question's named entities. Entity coverage is what keeps the gate shut for a question about
-another subject with the same shape ("Michel Rocard is a native speaker of" against a memory about
-Danielle Darrieux), where dense similarity alone is high. The threshold is calibrated on the KB's
-exemplars (questions the memory must not touch) so that they keep the base model's answer.
+Each retrieved memory gets one relevance score in [0, 1] that mixes three signals: dense cosine,
+IDF-weighted coverage of the question's content terms, and coverage of the names the question
+mentions. Name coverage keeps the gate shut for a question about another subject of the same shape
+("The native language of Ann Roe is" against a memory about Bo Lind), where dense similarity alone
+is high; a question without names (typed in lower case) is judged on its terms instead. The
+threshold is calibrated on the KB's exemplars (questions the memory must not touch) so that they
+keep the base model's answer.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 
+from kupdate.answering.query import Query
 from kupdate.config import GateConfig
-from kupdate.ingest.chunking import split_sentences
-from kupdate.text import entities, stem, terms, words
 
 
-@dataclass
-class QueryTerms:
-    """What the gate needs to know about a question, computed once per question."""
-
-    terms: list[str]
-    entities: set[str]
-    idf: dict[str, float]
-    # The last sentence of a question of several ("<some context>. The twin city of Kharkiv is"):
-    # the asking part, also scored alone so that the context's names do not hide the subject.
-    focus: QueryTerms | None = None
-    text: str = ""
-
-    @classmethod
-    def build(cls, question: str, df: Mapping[str, int], n_docs: int) -> QueryTerms:
-        ts = terms(question)
-        idf = {t: bm25_idf(df.get(t, 0), n_docs) for t in ts}
-        query = cls(ts, entities(question) & set(ts), idf, text=question)
-        sentences = split_sentences(question)
-        asking = sentences[-1] if sentences else ""
-        focus_terms = terms(asking)
-        if len(sentences) > 1 and len(focus_terms) >= MIN_FOCUS_TERMS:
-            query.focus = cls(focus_terms, entities(asking) & set(focus_terms), {t: idf[t] for t in focus_terms}, text=asking)
-        return query
-
-    @property
-    def asking(self) -> str | None:
-        """The last sentence scored alone, if any (embedded apart by `retrieve`)."""
-        return self.focus.text if self.focus else None
-
-
-# A last sentence with fewer content terms ("Why?") says too little to be scored alone.
-MIN_FOCUS_TERMS = 2
-
-
-def bm25_idf(df: int, n_docs: int) -> float:
-    """BM25's IDF, always positive; a term no memory contains weighs the most."""
-    return math.log(1.0 + (n_docs - df + 0.5) / (df + 0.5))
-
-
-def coverage(wanted: Iterable[str], idf: Mapping[str, float], present: set[str]) -> float:
+def coverage(wanted: Iterable[str], idf: Mapping[str, float], present: set[str],
+             stem: Callable[[str], str]) -> float:
     """IDF-weighted share of `wanted` terms whose stem occurs in `present` (a set of stems)."""
     wanted = list(wanted)
     total = sum(idf[t] for t in wanted)
@@ -75,13 +36,13 @@ class Relevance:
     entity: float
 
 
-def relevance(query: QueryTerms, text: str, dense: float, cfg: GateConfig, *, context: str | None = None,
+def relevance(query: Query, text: str, dense: float, cfg: GateConfig, *, context: str | None = None,
               focus_dense: float | None = None) -> Relevance:
     """Score one memory for one question (the number the gate compares with its threshold).
 
     `context`: where the named entities are looked for when `text` is one sentence of a longer
     memory, since a paragraph names its subject once and then says "it". A question of several
-    sentences scores the better of the whole and its last sentence (`QueryTerms.focus`), that one
+    sentences scores the better of the whole and its last sentence (`Query.focus`), that one
     with `focus_dense`, its own cosine to the memory, when given.
     """
     whole = _relevance(query, text, dense, cfg, context)
@@ -91,19 +52,20 @@ def relevance(query: QueryTerms, text: str, dense: float, cfg: GateConfig, *, co
     return asking if asking.score > whole.score else whole
 
 
-def _relevance(query: QueryTerms, text: str, dense: float, cfg: GateConfig, context: str | None) -> Relevance:
-    present = {stem(w) for w in words(text)}
-    around = present if context is None else {stem(w) for w in words(context)}
-    # A sentence saying "The company is headquartered in Trondheim." names its subject in its
-    # context: the question's names found there count as present in the sentence.
-    lexical = coverage(query.terms, query.idf, present | ({stem(e) for e in query.entities} & around))
-    # A question without named entities ("what is photosynthesis") is judged on its terms alone.
-    entity = coverage(query.entities, query.idf, around) if query.entities else lexical
+def _relevance(query: Query, text: str, dense: float, cfg: GateConfig, context: str | None) -> Relevance:
+    stem = query.lang.stem
+    present = query.lang.stems(text)
+    around = present if context is None else query.lang.stems(context)
+    # A sentence saying "The company is headquartered in Oslo." names its subject in its context:
+    # the question's names found there count as present in the sentence.
+    lexical = coverage(query.terms, query.idf, present | ({stem(e) for e in query.names} & around), stem)
+    # A question without names ("what is photosynthesis", or typed in lower case) is judged on its terms.
+    entity = coverage(query.names, query.idf, around, stem) if query.names else lexical
     dense_c = min(max(dense, 0.0), 1.0)
     score = cfg.dense_weight * dense_c + cfg.lexical_weight * lexical + cfg.entity_weight * entity
-    if query.entities and entity < cfg.min_entity_coverage:
-        # Missing the question's most specific names ("Storikrin Energy" against a memory about
-        # "Brurounus Energy": only the sector word is shared) is strong evidence of another subject.
+    if query.names and entity < cfg.min_entity_coverage:
+        # Missing the question's most specific names ("Acme Energy" against a memory about "Zenith
+        # Energy": only the sector word is shared) is strong evidence of another subject.
         score *= entity / cfg.min_entity_coverage
     return Relevance(round(score, 4), round(dense_c, 4), round(lexical, 4), round(entity, 4))
 

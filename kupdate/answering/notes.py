@@ -1,0 +1,94 @@
+"""Notes: what the model is handed from a memory, and which of its sentences are worth handing.
+
+A memory (a chunk) may hold several facts; a small model handed all of them copies the wrong one
+(asked who leads a firm, it answers when the firm was founded). `focus` keeps the sentences most
+relevant to the question, scored as the gate scores memories. A question kept with the sentence
+that answers it is one statement, so a Q/A note stays whole.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from kupdate.answering.gate import relevance
+from kupdate.answering.query import Query
+from kupdate.config import GateConfig
+from kupdate.language import Language, get_language
+from kupdate.text import plain
+
+
+@dataclass
+class Note:
+    """One quoted piece of a memory: its text (HTML removed), date and standing."""
+
+    id: int
+    text: str
+    valid_from: str
+    source: str = ""
+    outdated: bool = False
+    score: float = 0.0
+    # What an answer copies from: the note, or of a question kept with its answer ("When does X
+    # open? It opens in May."), the answer alone, so that an answer states the value instead of
+    # restating the question.
+    reply: str = ""
+
+    @property
+    def copy_text(self) -> str:
+        return self.reply or self.text
+
+    @classmethod
+    def of(cls, memory: Any, text: str | None = None) -> Note:
+        """The note of a retrieved `Memory`, whole or one of its statements (`text`)."""
+        r = memory.record
+        body = plain(r.text if text is None else text)
+        return cls(r.id, body, r.valid_from or "", r.source or "", memory.outdated, memory.score, reply_of(body))
+
+
+def statements(text: str, lang: Language) -> list[str]:
+    """Sentences, with a question kept together with the sentence that answers it
+    ("What is the twin city of Lyon? It is Manila." is one statement)."""
+    out: list[str] = []
+    for sentence in lang.split_sentences(plain(text)):
+        if out and out[-1].endswith("?"):
+            out[-1] = f"{out[-1]} {sentence}"
+        else:
+            out.append(sentence)
+    return out
+
+
+def reply_of(statement: str, lang: Language | None = None) -> str:
+    """The answer of a statement that opens with a question ("Who won? The home side won." ->
+    "The home side won."), else "" (the statement answers as a whole)."""
+    lang = lang or get_language()
+    sentences = lang.split_sentences(statement)
+    ask = next((i for i, s in enumerate(sentences) if s.endswith("?")), None)
+    if ask is None or ask == len(sentences) - 1:
+        return ""
+    return " ".join(sentences[ask + 1 :])
+
+
+FOCUS_DENSE_WEIGHT, FOCUS_LEXICAL_WEIGHT = 0.2, 0.5
+
+
+def focus(query: Query, qvec: np.ndarray, given: Sequence[Any], encode: Any, gate: GateConfig,
+          n: int, window: float) -> list[Note]:
+    """The notes to quote: the statements of the `given` memories most relevant to the question,
+    the best `n` within `window` of the best (`n` <= 0: whole memories)."""
+    notes = [Note.of(m) for m in given]
+    pieces = [(m, s) for m in given for s in statements(m.record.text, query.lang)]
+    if n <= 0 or len(pieces) <= 1:
+        return notes
+    vecs = encode([s for _, s in pieces])
+    # Statements of the memories given share their subject, so the words asked weigh more in
+    # picking among them than in the gate ("What does X make?": the statement saying what it
+    # makes, not the one about who leads X).
+    weights = replace(gate, dense_weight=FOCUS_DENSE_WEIGHT, lexical_weight=FOCUS_LEXICAL_WEIGHT,
+                      entity_weight=1 - FOCUS_DENSE_WEIGHT - FOCUS_LEXICAL_WEIGHT)
+    scored = sorted(((relevance(query, s, float(v @ qvec), weights, context=plain(m.record.text)).score, i)
+                     for i, ((m, s), v) in enumerate(zip(pieces, vecs))), key=lambda x: (-x[0], x[1]))
+    best = [i for score, i in scored[:n] if score >= scored[0][0] - window]
+    return [Note.of(pieces[i][0], pieces[i][1]) for i in best]

@@ -1,0 +1,80 @@
+"""Query analysis: what retrieval, the gate and the router need to know about a question.
+
+Computed once per question. Nothing here decides anything: the terms with their IDF over the KB,
+the names the question mentions (a feature; a lower-case question has none and is judged on its
+terms), and the asking sentence of a question of several.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from kupdate.language import Language, get_language
+from kupdate.text import plain
+
+
+def is_choice_list(sentence: str) -> bool:
+    """A sentence listing alternatives: three or more short items separated by semicolons."""
+    items = [i for i in sentence.split(";") if i.strip()]
+    return len(items) >= 3 and all(len(i.split()) <= 8 for i in items)
+
+
+# A last sentence with fewer content terms ("Why?") says too little to be scored alone.
+MIN_FOCUS_TERMS = 2
+
+
+def bm25_idf(df: int, n_docs: int) -> float:
+    """BM25's IDF, always positive; a term no memory contains weighs the most."""
+    return math.log(1.0 + (n_docs - df + 0.5) / (df + 0.5))
+
+
+@dataclass
+class Query:
+    """One question as the answer path sees it."""
+
+    text: str
+    terms: list[str]
+    names: set[str]
+    idf: dict[str, float]
+    lang: Language
+    # The question less any list of alternatives: what is embedded and searched for.
+    about: str = ""
+    # The last sentence of a question of several ("<some context>. Which city hosts it?"): the
+    # asking part, also scored alone so that the context's words do not hide the subject.
+    focus: Query | None = None
+
+    @classmethod
+    def build(cls, question: str, df: Mapping[str, int], n_docs: int, lang: Language | None = None) -> Query:
+        lang = lang or get_language()
+        text = plain(question)
+        sentences = lang.split_sentences(text)
+        # A list of alternatives ("A; B; C; D") names candidate answers, not what is asked about:
+        # only one of them can be in the memory that answers.
+        asked = " ".join(s for s in sentences if not is_choice_list(s)) or text
+        ts = lang.terms(asked)
+        idf = {t: bm25_idf(df.get(t, 0), n_docs) for t in ts}
+        asks = [s for s in sentences if not is_choice_list(s)]
+        asking = asks[-1] if asks else ""
+        focus_terms = lang.terms(asking)
+        focus_names = lang.name_terms(asking) & set(focus_terms)
+        # The names that say what is asked about are the asking sentence's: a context before it
+        # ("<a story about someone>. Which team does he play for?") may name people the memory
+        # telling the story never repeats. A question naming nothing is judged on its terms.
+        query = cls(text, ts, focus_names, idf, lang, about=asked)
+        if len(asks) > 1 and len(focus_terms) >= MIN_FOCUS_TERMS:
+            query.focus = cls(asking, focus_terms, focus_names, {t: idf[t] for t in focus_terms}, lang, about=asking)
+        return query
+
+    @classmethod
+    def for_store(cls, question: str, store: object, lang: Language | None = None) -> Query:
+        """`build` with the document frequencies and size of `store`'s knowledge."""
+        lang = lang or get_language()
+        ts = lang.terms(plain(question))
+        return cls.build(question, store.document_frequencies(ts), store.count("knowledge"), lang)  # type: ignore[attr-defined]
+
+    @property
+    def asking(self) -> str | None:
+        """The last sentence scored alone, if any (embedded apart by retrieval)."""
+        return self.focus.text if self.focus else None

@@ -1,0 +1,165 @@
+"""Which memory is current for a question, and whether the gate opens: one table of cases.
+
+Every case is two dated memories about a made-up subject (older, newer) and a question. The real
+default models read them (integration); the pure pieces of the rule are checked first without
+any model. Subjects and values here are invented for these tests.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from kupdate.answering.freshness import Reading, competitors, same_value, settle, value_of
+from kupdate.language import get_language
+
+EN = get_language("en")
+
+
+# -- the rule, without a model -------------------------------------------------------------------
+
+
+class _Rec:
+    def __init__(self, i: int, day: str, text: str = "") -> None:
+        self.id, self.valid_from, self.observed_at, self.text = i, day, day, text
+
+
+class _Mem:
+    def __init__(self, i: int, day: str, score: float = 0.9) -> None:
+        self.record, self.score, self.outdated, self.outdated_by, self.replaced = _Rec(i, day), score, False, None, []
+
+    @property
+    def id(self) -> int:
+        return self.record.id
+
+
+@pytest.mark.parametrize(
+    ("answer", "question", "memory", "value", "grounded"),
+    [
+        ("The ceo of orvik mills is Tana Bell.", "who is the ceo of orvik mills?",
+         "Orvik Mills named Tana Bell chief executive.", {"tana", "bell"}, True),
+        ("12", "how many moons does keplo have?", "Update 2021: how many moons does keplo have? Answer: 12.",
+         {"12"}, True),
+        # the model's own words, not the memory's: no answer from this memory
+        ("It is Paris.", "what is the capital of lorvenia?", "Lorvenia exports timber.", {"pari"}, False),
+        # an echo of the question adds nothing
+        ("Who is the ceo of orvik mills?", "who is the ceo of orvik mills?", "Orvik Mills makes paper.", set(), False),
+    ],
+)
+def test_what_a_reading_adds_to_the_question(answer, question, memory, value, grounded):
+    got, ok = value_of(answer, question, memory, EN, min_grounded=0.5)
+    assert got == {EN.stem(v) for v in value} and ok is grounded
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "same"),
+    [({"tana", "bell"}, {"tana", "bell", "nam"}, True), ({"11"}, {"12"}, False),
+     ({"updat", "2018", "amir", "kan"}, {"updat", "2020", "amir", "kan"}, True),
+     ({"updat", "2017", "chri", "eub"}, {"updat", "2020", "amir", "kan"}, False), (set(), {"x"}, False)],
+)
+def test_two_readings_give_the_same_value_when_their_added_words_overlap(a, b, same):
+    assert same_value(a, b, 0.5) is same
+
+
+def test_words_every_reading_gives_are_a_frame_not_a_value():
+    # "Answer: 2" against "Answer: 3": only the numbers are compared
+    assert not same_value({"answ", "update", "2"}, {"answ", "update", "3"}, 0.5, frame={"answ", "update"})
+    # one reading adds a word to the shared value: nothing left to compare but the value itself
+    assert same_value({"lake", "varn"}, {"still", "lake", "varn"}, 0.5, frame={"lake", "varn"})
+
+
+def test_the_newest_answering_memory_outdates_older_ones_with_another_value_only():
+    old, mid, new, mute = _Mem(1, "2019"), _Mem(2, "2020"), _Mem(3, "2021"), _Mem(4, "2022")
+    readings = [Reading(1, "607", {"607"}, True), Reading(2, "614", {"614"}, True),
+                Reading(3, "614", {"614"}, True), Reading(4, "It is unknown.", {"unknown"}, False)]
+    pairs = settle([old, mid, new, mute], readings, 0.5)
+    # the 2022 memory does not answer, so it outdates nothing; 2020 agrees with 2021 and stays
+    assert [(a.id, b.id) for a, b in pairs] == [(1, 3)]
+    assert old.outdated and old.outdated_by == 3 and not mid.outdated and not new.outdated and not mute.outdated
+    assert new.replaced == ["607"]
+
+
+def test_only_memories_the_gate_would_quote_and_of_different_dates_compete():
+    a, b, c = _Mem(1, "2020", 0.9), _Mem(2, "2021", 0.85), _Mem(3, "2022", 0.5)
+    assert [m.id for m in competitors([a, b, c], threshold=0.6, window=0.15, limit=6)] == [1, 2]
+    assert competitors([a, _Mem(4, "2020", 0.88)], threshold=0.6, window=0.15, limit=6) == []
+
+
+# -- the table, read by the real default models ----------------------------------------------------
+
+OLD, NEW = "2019-03-01", "2024-03-01"
+CASES = [
+    # (id, older memory, newer memory, question, fresh value, stale value, gate open?)
+    ("lower-case question", "The chief executive of Orvik Mills is Tana Bell.",
+     "Orvik Mills appointed Joss Kemper as its chief executive.", "who is the ceo of orvik mills?",
+     "Joss Kemper", "Tana Bell", True),
+    ("q/a notes", "Update 2019: how many moons does the planet keplo have? Answer: 9.",
+     "Update 2024: how many moons does the planet keplo have? Answer: 14.",
+     "how many moons does the planet keplo have?", "14", "9", True),
+    ("a number that changed", "The Brastow bridge is 410 metres long.",
+     "After the extension, the Brastow bridge is 520 metres long.", "How long is the Brastow bridge?",
+     "520", "410", True),
+    ("html in the text", 'The <b>Velden Choir</b> is conducted by <a href="https://e.test/x">Mira Oakes</a>.',
+     'Since January the <a href="https://e.test/y">Velden Choir</a> is conducted by <i>Piet Larsen</i>.',
+     "Who conducts the Velden Choir?", "Piet Larsen", "Mira Oakes", True),
+    ("a paragraph with several facts", "Quenby Foods was founded in 1961 in Harlow. It makes biscuits and "
+     "crackers. Its chief executive is Lena Marsh, and it employs about 900 people in three plants.",
+     "Quenby Foods said on Monday that Omar Reyes has become its chief executive.",
+     "Who is the chief executive of Quenby Foods?", "Omar Reyes", "Lena Marsh", True),
+    ("nothing changed", "The river Ossel flows into Lake Varn.", "The river Ossel, still, flows into Lake Varn.",
+     "Where does the river Ossel flow into?", "Varn", None, True),
+]
+SHUT = ["What is the capital of France?", "How many legs does a spider have?",
+        "Who is the chief executive of Pallow Shipping?"]
+
+
+@pytest.fixture(scope="module")
+def table_kb(tmp_path_factory: pytest.TempPathFactory):
+    from kupdate import KnowledgeBase
+
+    root = tmp_path_factory.mktemp("freshness")
+    exemplars = root / "exemplars.jsonl"
+    exemplars.write_text("".join(json.dumps({"question": q}) + "\n" for q in SHUT[:2]
+                                 + ["Who wrote Romeo and Juliet?", "What is 7 times 8?"]))
+    docs = root / "docs.jsonl"
+    with docs.open("w") as f:
+        for i, (_, older, newer, *_rest) in enumerate(CASES):
+            f.write(json.dumps({"text": older, "date": OLD, "source": f"case{i}-old"}) + "\n")
+            f.write(json.dumps({"text": newer, "date": NEW, "source": f"case{i}-new"}) + "\n")
+    kb = KnowledgeBase.init(root / "kb", exemplars=exemplars)
+    kb.ingest([docs])
+    yield kb
+    kb.close()
+
+
+def _source(kb, memory) -> str:
+    return Path(memory.record.source).name
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_the_newer_memory_is_current_and_answers(table_kb, case):
+    from kupdate.text import hits
+
+    name, _, _, question, fresh, stale, gate_open = case
+    answer = table_kb.ask(question, adapter=False)
+    assert answer.gate.open is gate_open, answer.to_dict()
+    flags = {_source(table_kb, m): m.outdated for m in answer.memories}
+    i = CASES.index(case)
+    if stale is None:  # nothing changed: neither version is called outdated
+        assert not any(flags.values()), answer.to_dict()
+    else:
+        assert flags.get(f"case{i}-old", True), answer.to_dict()  # outdated, or not quoted at all
+        assert not hits(answer.answer, stale)
+    assert flags.get(f"case{i}-new") is False, answer.to_dict()
+    assert hits(answer.answer, fresh), answer.to_dict()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("question", SHUT)
+def test_the_gate_stays_shut_for_questions_the_memory_does_not_touch(table_kb, question):
+    answer = table_kb.ask(question, adapter=False)
+    assert not answer.gate.open, answer.to_dict()
+    assert answer.answer == table_kb.ask(question, memory=False, adapter=False).answer
