@@ -64,6 +64,8 @@ def validation_message(errors: list[dict[str, Any]]) -> tuple[str, str | None]:
     if kind == "extra_forbidden":
         return f"unknown field {where!r}; remove it (see the API's documented fields)", where
     if kind == "missing":
+        if where is None:
+            return "the request has no body; send a JSON object", None
         return f"missing field {where!r}", where
     if kind == "value_error":  # a check of the whole body (schemas' model validators)
         text = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
