@@ -240,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
               "ingest_every": args.ingest_every, "ingests": args.ingests, "warmup": args.warmup,
               "model": status["model"], "embedder": status["embedder"], "device": status["device"],
               "records": status["knowledge"], "kb_build_s": round(build_s, 1), "cpus": os.cpu_count(),
+              "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
               "python": platform.python_version(), "platform": platform.platform()}
     data = {"config": config, "summary": summary, "concurrent": rows, "sequential": seq, "ingests": acked}
     (out / "results.json").write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")
