@@ -178,11 +178,12 @@ def status(kb: KbOpt = None, json_: JsonOpt = False) -> None:
 
 
 def _register_command_groups() -> None:
-    from kupdate.cli import adapters, jupyter, memory
+    from kupdate.cli import adapters, jupyter, memory, serve
 
     memory.register(app)
     adapters.register(app)
     jupyter.register(app)
+    serve.register(app)
 
 
 _register_command_groups()

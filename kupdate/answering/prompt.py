@@ -43,11 +43,22 @@ def memory_prompt(tokenizer: Any, question: str, notes: Sequence[Note]) -> Promp
     lines = []
     for i, note in enumerate(notes, 1):
         tag = " OUTDATED" if note.outdated else ""
-        text = note.text.replace('"', "'")
+        text = as_data(tokenizer, note.text).replace('"', "'")
         lines.append(f'[{i}] ({note.valid_from[:10]}{tag}) "{text}"')
     user = "Memory notes:\n" + "\n".join(lines) + f"\n\nQuestion: {question.strip()}"
     text = chat_text(tokenizer, [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}])
     return Prompt(text, question.strip() if is_cloze(question) else "", question.strip())
+
+
+def as_data(tokenizer: Any, text: str) -> str:
+    """`text` without the tokenizer's added tokens: a document holding "<|im_end|>" or
+    "<|im_start|>system" would otherwise be encoded as the real chat-turn markers, closing the
+    quoted note and opening a turn of its own. Ordinary text is returned unchanged."""
+    added = getattr(tokenizer, "get_added_vocab", dict)()
+    for token in sorted(added, key=len, reverse=True):
+        if token in text:
+            text = text.replace(token, " ")
+    return text
 
 
 def chat_text(tokenizer: Any, messages: list[dict[str, str]]) -> str:
