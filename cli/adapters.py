@@ -18,6 +18,12 @@ KbOpt = Annotated[
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
 DomainOpt = Annotated[str | None, typer.Option("--domain", help="Only this domain (default: every domain).")]
+EngineOpt = Annotated[
+    str | None,
+    typer.Option("--engine", help="'local' (one domain after the other here) or 'ray' (the domains train "
+                 "at the same time on a Ray cluster). Default: [compute] engine, else local.",
+                 show_default=False),
+]
 
 # Report metrics, in the order and words they are printed.
 METRICS = {"fresh_recall": "no-memory recall", "paraphrase_recall": "paraphrase recall", "locality": "locality"}
@@ -29,6 +35,7 @@ def consolidate(
     if_due: Annotated[bool, typer.Option("--if-due", help="Only domains the policy says are due "
                                          "([consolidation] min_new_records and min_interval).")] = False,
     force: Annotated[bool, typer.Option("--force", help="Consolidate even when the policy says it is not due.")] = False,
+    engine: EngineOpt = None,
     json_: JsonOpt = False,
 ) -> None:
     """Distil the memory of each domain into a sparse LoRA adapter; promote it only if it is better.
@@ -40,11 +47,12 @@ def consolidate(
 
         kupdate consolidate --if-due
         kupdate consolidate --domain orgs --force --json
+        kupdate consolidate --engine ray     # every due domain at once, one Ray worker (GPU) each
     """
     from kupdate import KnowledgeBase
 
     with KnowledgeBase.open(kb) as k:
-        run = k.consolidate(domain=domain, if_due=if_due, force=force, progress=stderr_is_tty())
+        run = k.consolidate(domain=domain, if_due=if_due, force=force, progress=stderr_is_tty(), engine=engine)
     if json_:
         emit_json(run.to_dict())
         return
@@ -57,6 +65,7 @@ def schedule(
     kb: KbOpt = None,
     domain: DomainOpt = None,
     max_runs: Annotated[int | None, typer.Option("--max-runs", min=1, help="Stop after this many runs.")] = None,
+    engine: EngineOpt = None,
 ) -> None:
     """Run `consolidate --if-due` now and at every interval, until Ctrl-C or SIGTERM.
 
@@ -81,7 +90,7 @@ def schedule(
         from kupdate import KnowledgeBase
 
         with KnowledgeBase.open(kb) as k:  # opened per run, so edits to kupdate.toml apply
-            run = k.consolidate(domain=domain, if_due=True)
+            run = k.consolidate(domain=domain, if_due=True, engine=engine)
         return "; ".join(run_lines(run))
 
     warn(f"schedule: consolidating {where} every {every} (Ctrl-C to stop)")

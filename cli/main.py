@@ -32,6 +32,12 @@ AsOfOpt = Annotated[
     str | None, typer.Option("--as-of", help="Date (YYYY-MM-DD): answer from the memory as it was then.")
 ]
 DomainOpt = Annotated[str | None, typer.Option("--domain", help="Restrict to one domain.")]
+EngineOpt = Annotated[
+    str | None,
+    typer.Option("--engine", help="'local' (this process) or 'ray' (a Ray cluster, see [compute] in "
+                 "kupdate.toml; pip install 'kupdate[ray]'). Default: [compute] engine, else local.",
+                 show_default=False),
+]
 
 
 @app.command()
@@ -73,6 +79,7 @@ def ingest(
     as_of: Annotated[str | None, typer.Option("--as-of", help="Date the facts hold from (default: front matter `date:`, else now).")] = None,
     skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Skip unusable files (listed in the summary) instead of stopping.")] = False,
     prune: Annotated[bool, typer.Option("--prune", help="Retire what was ingested from files under these folders that no longer exist (kept in history).")] = False,
+    engine: EngineOpt = None,
     json_: JsonOpt = False,
 ) -> None:
     """Chunk, embed and remember documents. Re-ingesting the same files adds nothing; a changed
@@ -81,12 +88,13 @@ def ingest(
     Example:
 
         kupdate ingest docs/ notes/*.md --domain orgs --prune
+        kupdate ingest big-corpus/ --engine ray     # load, chunk and embed on a Ray cluster
     """
     from kupdate import KnowledgeBase
 
     with KnowledgeBase.open(kb) as k:
         report = k.ingest(paths, domain=domain, as_of=as_of, skip_bad=skip_bad, prune=prune,
-                          progress=stderr_is_tty())
+                          progress=stderr_is_tty(), engine=engine)
     if json_:
         emit_json(report.to_dict())
         return

@@ -174,6 +174,28 @@ class MemoryConfig:
             raise ConfigError("memory.approximate_above must be >= 1 and memory.lock_timeout >= 0")
 
 
+ENGINES = ("local", "ray")
+
+
+@dataclass
+class ComputeConfig:
+    engine: str = _f("local", "Where ingest and consolidation run: 'local' (this process) or 'ray' (a Ray "
+                     "cluster; pip install 'kupdate[ray]'). Each command's --engine wins over this.")
+    address: str = _f("auto", "Ray cluster to join: 'auto' ($RAY_ADDRESS, else the cluster started on this "
+                      "machine, else a new local one), 'local' (always a new one), or 'host:6379' / "
+                      "'ray://host:10001'. $RAY_ADDRESS wins over this.")
+    workers: int = _f(0, "Ray ingest: workers that load, chunk and embed at once, one embedder each "
+                      "(0: one per GPU of the cluster, else 2).")
+
+    def __post_init__(self) -> None:
+        if self.engine not in ENGINES:
+            raise ConfigError(f"compute.engine must be 'local' or 'ray', got {self.engine!r}")
+        if self.workers < 0:
+            raise ConfigError(f"compute.workers must be >= 0, got {self.workers}")
+        if not self.address.strip():
+            raise ConfigError("compute.address is empty; write 'auto' or a Ray address like 'host:6379'")
+
+
 @dataclass
 class Config:
     format_version: int = _f(KB_FORMAT_VERSION, "On-disk format of this knowledge base.")
@@ -190,6 +212,7 @@ class Config:
     gate: GateConfig = field(default_factory=GateConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     consolidation: ConsolidationConfig = field(default_factory=ConsolidationConfig)
+    compute: ComputeConfig = field(default_factory=ComputeConfig)
 
     def __post_init__(self) -> None:
         if self.device not in ("auto", "cpu", "cuda"):

@@ -35,4 +35,8 @@ class ModelNotFound(KupdateError, FileNotFoundError):
     """A model or embedder named in config cannot be found or loaded."""
 
 
+class EngineUnavailable(KupdateError, ImportError):
+    """The compute engine asked for cannot run here (Ray not installed, or no cluster to join)."""
+
+
 USER_ERRORS: tuple[type[Exception], ...] = (KupdateError, StoreError)

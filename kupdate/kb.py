@@ -191,15 +191,18 @@ class KnowledgeBase:
 
     # -- consolidation ---------------------------------------------------------------------------
     def consolidate(self, domain: str | None = None, *, if_due: bool = False, force: bool = False,
-                    progress: bool = False) -> Any:
+                    progress: bool = False, engine: str | None = None) -> Any:
         """Distil the memory of each domain with new records (or only `domain`) into a new sparse
         LoRA adapter version, evaluate it against what serves and promote it only if it is better
         and keeps locality (DESIGN.md section 7). `if_due`: only domains the policy says are due
         (`[consolidation] min_new_records`, `min_interval`); `force`: retrain even with nothing new.
-        Returns a `ConsolidationRun` (reports and skipped domains)."""
+        `engine` ('local' or 'ray', default `[compute] engine`): with 'ray' the domains train at the
+        same time on the cluster. Returns a `ConsolidationRun` (reports and skipped domains)."""
+        from kupdate.compute.engine import choose_engine
         from kupdate.consolidate.run import consolidate
 
-        return consolidate(self, domain, if_due=if_due, force=force, progress=progress)
+        return consolidate(self, domain, if_due=if_due, force=force, progress=progress,
+                           engine=choose_engine(self.config.compute, engine))
 
     def rollback_adapter(self, domain: str, version: str | None = None) -> Any:
         """Serve the previous promoted version of `domain`'s adapter (or `version`); returns what
@@ -210,16 +213,21 @@ class KnowledgeBase:
 
     # -- memory ----------------------------------------------------------------------------------
     def ingest(self, sources: Sequence[str | Path], *, domain: str | None = None, as_of: str | None = None,
-               skip_bad: bool = False, progress: bool = False, prune: bool = False) -> Any:
+               skip_bad: bool = False, progress: bool = False, prune: bool = False,
+               engine: str | None = None) -> Any:
         """Ingest files, folders or globs; changed files replace their old chunks (kept in history),
         `prune` retires chunks of files under the given folders that are gone. Recalibrates the gate
         when the memory changed. Holds the write lock throughout: a second writer waits up to
-        `[memory] lock_timeout`, then fails with StoreLocked."""
+        `[memory] lock_timeout`, then fails with StoreLocked. `engine` ('local' or 'ray', default
+        `[compute] engine`): with 'ray', Ray workers load, chunk and embed; this process writes."""
+        from kupdate.compute.engine import choose_engine
         from kupdate.ingest.pipeline import ingest
 
+        engine = choose_engine(self.config.compute, engine)
         with self.store.write_lock():
-            report = ingest(self.store, self.embedder, sources, self.config, domain=domain, as_of=as_of,
-                            skip_bad=skip_bad, progress=progress, prune=prune)
+            report = ingest(self.store, self.embedder if engine == "local" else None, sources, self.config,
+                            domain=domain, as_of=as_of, skip_bad=skip_bad, progress=progress, prune=prune,
+                            engine=engine)
             # Also when a previous run was killed between storing and calibrating.
             if report.added or report.retired or report.restored or report.pruned or self._calibration_stale():
                 self.calibrate()

@@ -101,3 +101,17 @@ def milvus_server(tmp_path_factory: pytest.TempPathFactory):
     yield f"http://127.0.0.1:{port}"
     server.stop(grace=0)
     db.close()
+
+
+@pytest.fixture(scope="session")
+def ray_address():
+    """One local Ray instance (2 CPUs) for the whole session; its address lets subprocesses join it.
+
+    kupdate's `ray` engine uses an instance already started in the process as it is.
+    """
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False,
+             logging_level="warning")
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()

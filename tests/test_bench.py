@@ -334,6 +334,7 @@ def test_speed_overhead_ratio_is_memory_stages_over_model_alone():
     summary = speed.summarise(rows)
     assert summary["gate open"]["overhead_ratio"] == 0.02 and summary["gate shut"]["overhead_ratio"] == 0.016
     assert summary["all"]["overhead_ratio"] == 0.018 and summary["all"]["n"] == 2
+    assert summary["gate open"]["total_ratio"] == 0.32  # the whole ask, the model's work included
     text = speed.table(summary)
     assert "| gate open | 1 |" in text and "meets it (0.018)" in text
 

@@ -320,6 +320,15 @@ def slow(self, texts, **kw):
     time.sleep({delay})
     return encode(self, texts, **kw)
 HashingEmbedder.encode = slow
+if "ray" in sys.argv:
+    # With --engine ray the embedder runs in Ray workers; slow the driver's intake of their vectors.
+    from kupdate.compute.ray_ingest import RayIngest
+    ray_embed = RayIngest.embed
+    def slow_intake(self, todo, batch):
+        for part, vectors in ray_embed(self, todo, batch):
+            time.sleep({delay})
+            yield part, vectors
+    RayIngest.embed = slow_intake
 from kupdate.cli.main import main
 main()
 """
@@ -341,10 +350,15 @@ def configure(kb_path: str, **memory: object) -> None:
     kb.close()
 
 
-def start_ingest(kb_path: str, folder: Path, delay: float, hold: Path | None = None) -> subprocess.Popen:
+def start_ingest(kb_path: str, folder: Path, delay: float, hold: Path | None = None,
+                 ray_address: str | None = None) -> subprocess.Popen:
+    """A `kupdate ingest` in another process; with `ray_address`, `--engine ray` on that cluster."""
     script = SLOW_KUPDATE.replace("{delay}", str(delay)).replace("{hold!r}", repr(str(hold or "")))
     env = {**os.environ, "PYTHONPATH": str(ROOT / "tests")}
-    return subprocess.Popen([sys.executable, "-c", script, "ingest", str(folder), "--kb", kb_path, "--json"],
+    engine = ["--engine", "ray"] if ray_address else []
+    if ray_address:
+        env["RAY_ADDRESS"] = ray_address
+    return subprocess.Popen([sys.executable, "-c", script, "ingest", str(folder), "--kb", kb_path, "--json", *engine],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
 
 
@@ -380,10 +394,14 @@ def assert_all_searchable(kb_path: str) -> int:
         return len(records)
 
 
-def test_kill_mid_ingest_keeps_what_was_acknowledged_and_rerun_completes(capsys, kb_path, tmp_path):
+@pytest.mark.parametrize("engine", ["local", "ray"])
+def test_kill_mid_ingest_keeps_what_was_acknowledged_and_rerun_completes(capsys, kb_path, tmp_path, engine, request):
+    """Kill the writer mid-ingest (with `ray`: the driver, while Ray workers embed): nothing it
+    acknowledged is lost, and re-running completes without duplicates."""
+    address = request.getfixturevalue("ray_address") if engine == "ray" else None
     configure(kb_path)
     folder = many_docs(tmp_path / "corpus", 300)
-    proc = start_ingest(kb_path, folder, delay=0.03)
+    proc = start_ingest(kb_path, folder, delay=0.03, ray_address=address)
     try:
         wait_for(lambda: knowledge_count(kb_path) >= 24, proc)
         acknowledged = knowledge_count(kb_path)
@@ -400,7 +418,7 @@ def test_kill_mid_ingest_keeps_what_was_acknowledged_and_rerun_completes(capsys,
     memory = Path(kb_path) / "memory"
     (memory / "index-knowledge.faiss.tmp-999999").write_bytes(b"half a faiss index")
 
-    report = cli_json(capsys, "ingest", str(folder), "--kb", kb_path)
+    report = cli_json(capsys, "ingest", str(folder), "--kb", kb_path, "--engine", engine)
     assert report["added"] == 300 - stored and report["duplicates"] == stored
     assert assert_all_searchable(kb_path) == 300
     assert not list(memory.glob("*.tmp-*"))

@@ -96,7 +96,9 @@ def without_outdated(kb: Any, records: list[Any]) -> list[Any]:
 
 
 def consolidate(kb: Any, domain: str | None = None, *, if_due: bool = False, force: bool = False,
-                progress: bool = False) -> ConsolidationRun:
+                progress: bool = False, engine: str = "local") -> ConsolidationRun:
+    """Consolidate the domains that need it (see `KnowledgeBase.consolidate`), one after the other
+    here, or (`engine="ray"`) all at once on a Ray cluster with the same result on disk."""
     from kupdate.adapters.policy import due
 
     cfg = kb.config.consolidation
@@ -108,6 +110,7 @@ def consolidate(kb: Any, domain: str | None = None, *, if_due: bool = False, for
         if domain is not None and domain not in current:
             known = ", ".join(sorted(current)) or "none"
             raise KupdateError(f"no current records in domain {domain!r} (domains: {known}); ingest with --domain")
+        todo: list[str] = []
         for d in [domain] if domain else sorted(current):
             pending = sum(r.adapter_version is None for r in current[d])
             if force or d in rebuild:
@@ -120,13 +123,45 @@ def consolidate(kb: Any, domain: str | None = None, *, if_due: bool = False, for
             elif pending == 0:
                 run.skipped[d] = "nothing new since the serving version (use --force to retrain)"
                 continue
-            run.reports.append(consolidate_domain(kb, d, current[d], progress=progress))
+            todo.append(d)
+        if engine == "ray" and todo:
+            from kupdate.compute.ray_consolidate import consolidate_on_ray
+
+            run.reports += consolidate_on_ray(kb, [(d, current[d]) for d in todo], progress=progress)
+        else:
+            run.reports += [consolidate_domain(kb, d, current[d], progress=progress) for d in todo]
     return run
+
+
+@dataclass
+class Candidate:
+    """A trained adapter version waiting to be judged: its files are in `folder` (or, trained in
+    this process, also attached to the KB's model), its mask in `result.mask`."""
+
+    domain: str
+    version: str
+    folder: Any
+    records: list[Any]
+    probes: list[Any]
+    data: dict[str, int]
+    result: Any  # train.TrainResult
+    before: dict[str, Any]
+    seconds: dict[str, float]
+    started: float
+    disjoint_from: list[str]
+    device: str
+
+
+def progress_say(domain: str, version: str, progress: bool) -> Any:
+    """A function printing '[domain version] message' on stderr (a no-op without `progress`)."""
+    if not progress:
+        return lambda msg: None
+    return lambda msg: print(f"[{domain} {version}] {msg}", file=sys.stderr, flush=True)
 
 
 def consolidate_domain(kb: Any, domain: str, records: list[Any], *, progress: bool = False) -> dict[str, Any]:
     """Train, evaluate and promote or reject a new version of `domain`'s adapter."""
-    from kupdate.adapters.serving import adapter_name, save_router
+    from kupdate.adapters.serving import adapter_name
     from kupdate.consolidate import dataset, evaluate, masks, train
 
     cfg = kb.config.consolidation
@@ -135,7 +170,7 @@ def consolidate_domain(kb: Any, domain: str, records: list[Any], *, progress: bo
     version, folder = registry.allocate(domain)
     name = adapter_name(domain, version)
     exemplars = kb.exemplars()
-    say = (lambda msg: print(f"[{domain} {version}] {msg}", file=sys.stderr, flush=True)) if progress else (lambda msg: None)
+    say = progress_say(domain, version, progress)
     say(f"building the training set from {len(records)} records")
     t = time.perf_counter()
     tset = dataset.build(kb.llm, records, exemplars, copy_mix=kb.config.generation.copy_mix,
@@ -153,52 +188,66 @@ def consolidate_domain(kb: Any, domain: str, records: list[Any], *, progress: bo
         result = train.train(kb.llm, tset.examples, cfg, name=name, taken=taken, progress=progress)
         seconds["train"] = result.seconds
         _save_adapter(kb.llm.model, name, folder)
-        masks.save(result.mask, folder)
-        texts = [s for r in records for s in dataset.statements(r)]
-        save_router(folder, texts, kb.embedder.encode(texts), kb.config.embedder)
-        served.override[domain] = (version, folder)
-        say(f"trained {result.steps} steps in {result.seconds:.0f} s; measuring the candidate")
-        t = time.perf_counter()
-        after = evaluate.measure(kb, tset.probes, records, exemplars,
-                                 forced=served.route_to(domain))
-        seconds["evaluate_after"] = time.perf_counter() - t
     except BaseException:
-        served.override.pop(domain, None)
         served.unload(name)
         raise
-    promote, reason = evaluate.decide(before, after, cfg.min_locality)
-    served.override.pop(domain, None)
-    old = served.serving().get(domain)
+    say(f"trained {result.steps} steps in {result.seconds:.0f} s; measuring the candidate")
+    return judge(kb, Candidate(domain, version, folder, records, tset.probes, tset.stats, result, before,
+                               seconds, start, sorted(others), str(kb.llm.device)), exemplars)
+
+
+def judge(kb: Any, c: Candidate, exemplars: list[Any]) -> dict[str, Any]:
+    """Measure a trained candidate, promote or reject it, write its report and the registry."""
+    from kupdate.adapters.serving import adapter_name, save_router
+    from kupdate.consolidate import dataset, evaluate, masks
+
+    cfg = kb.config.consolidation
+    served, name = kb.adapters, adapter_name(c.domain, c.version)
+    try:
+        masks.save(c.result.mask, c.folder)
+        texts = [s for r in c.records for s in dataset.statements(r)]
+        save_router(c.folder, texts, kb.embedder.encode(texts), kb.config.embedder)
+        served.override[c.domain] = (c.version, c.folder)
+        t = time.perf_counter()
+        after = evaluate.measure(kb, c.probes, c.records, exemplars, forced=served.route_to(c.domain))
+        c.seconds["evaluate_after"] = time.perf_counter() - t
+    except BaseException:
+        served.override.pop(c.domain, None)
+        served.unload(name)
+        raise
+    promote, reason = evaluate.decide(c.before, after, cfg.min_locality)
+    served.override.pop(c.domain, None)
+    old = served.serving().get(c.domain)
     if not promote:
         served.unload(name)
     elif old is not None:
-        served.unload(adapter_name(domain, old[0]))
-    held, total = masks.count(result.mask)
-    seconds["total"] = time.perf_counter() - start
+        served.unload(adapter_name(c.domain, old[0]))
+    held, total = masks.count(c.result.mask)
+    c.seconds["total"] = time.perf_counter() - c.started
+    result = c.result
     report = {
-        "domain": domain,
+        "domain": c.domain,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "device": str(kb.llm.device),
+        "device": c.device,
         "dtype": str(kb.llm.dtype),
         "model": kb.config.model,
-        "data": tset.stats,
-        "mask": {"density": cfg.density, "entries": held, "of": total,
-                 "disjoint_from": sorted(others)},
+        "data": c.data,
+        "mask": {"density": cfg.density, "entries": held, "of": total, "disjoint_from": c.disjoint_from},
         "losses": {"first": result.losses[0] if result.losses else None,
                    "last": result.losses[-1] if result.losses else None,
                    "per_step": result.losses},
         "training": {"steps": result.steps, "tokens": result.tokens,
                      "tokens_per_s": round(result.tokens_per_s, 1)},
-        "metrics": {"before": before, "after": after},
+        "metrics": {"before": c.before, "after": after},
         "decision": {"promoted": promote, "reason": reason},
-        "seconds": {k: round(v, 2) for k, v in seconds.items()},
+        "seconds": {k: round(v, 2) for k, v in c.seconds.items()},
         "config": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__},
-        "records": [r.id for r in records],
+        "records": [r.id for r in c.records],
     }
-    finished = registry.finish(domain, version, report, promote=promote)
+    finished = kb.adapters.registry.finish(c.domain, c.version, report, promote=promote)
     if promote:
-        kb.store.set_adapter_version([r.id for r in records], version)
-        _clear_rebuild(kb, domain)
+        kb.store.set_adapter_version([r.id for r in c.records], c.version)
+        _clear_rebuild(kb, c.domain)
     return finished.report
 
 
@@ -231,11 +280,16 @@ def rollback(kb: Any, domain: str, version: str | None = None) -> Any:
 def _save_adapter(model: Any, name: str, folder: Any) -> None:
     """peft's on-disk layout (adapter_config.json + adapter_model.safetensors) for one adapter."""
     from peft import get_peft_model_state_dict
+
+    write_adapter(get_peft_model_state_dict(model, adapter_name=name), model.peft_config[name], folder)
+
+
+def write_adapter(state: dict[str, Any], config: Any, folder: Any) -> None:
+    """Write an adapter's weights (a peft state dict) and its LoraConfig in peft's layout."""
     from safetensors.torch import save_file
 
-    state = get_peft_model_state_dict(model, adapter_name=name)
     save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(folder / "adapter_model.safetensors"))
-    model.peft_config[name].save_pretrained(str(folder))
+    config.save_pretrained(str(folder))
 
 
 def _clear_rebuild(kb: Any, domain: str) -> None:

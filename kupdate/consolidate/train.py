@@ -104,62 +104,94 @@ def adapter_params(model: Any, name: str) -> dict[str, Any]:
 def train(llm: Any, examples: Sequence[Any], cfg: Any, *, name: str, taken: dict[str, Any] | None,
           masked: bool = True, progress: bool = False, epochs: int | None = None) -> TrainResult:
     """Train adapter `name` (already attached) on `examples`; returns its mask and figures."""
-    import torch
+    trainer = Trainer(llm, examples, cfg, name=name)
+    mask = masks_mod.select(trainer.importance(), cfg.density, taken) if masked else None
+    return trainer.run(mask, progress=progress, epochs=epochs)
 
-    model = llm.model
-    params = adapter_params(model, name)
-    for p in model.parameters():
-        p.requires_grad_(False)
-    for p in params.values():
-        p.requires_grad_(True)
-    init = {n: p.detach().clone() for n, p in params.items()}
-    rng = random.Random(cfg.seed)
-    facts = [x for x in examples if x.kind != "replay"]
-    replay = [x for x in examples if x.kind == "replay"]
-    per_step = max(1, cfg.batch_size // 8) if replay else 0
-    pad = llm.tokenizer.pad_token_id if llm.tokenizer.pad_token_id is not None else llm.tokenizer.eos_token_id
-    model.train()
-    result = TrainResult(mask={})
-    try:
-        if masked:
-            opt = torch.optim.AdamW(list(params.values()), lr=cfg.learning_rate, weight_decay=0.0)
-            for batch in _batches(facts, replay, cfg.batch_size, per_step, rng, steps=WARMUP_STEPS):
-                _step(model, opt, batch, cfg, pad, llm.device)
-            importance = {n: (p.detach() - init[n]).abs() for n, p in params.items()}
-            result.mask = masks_mod.select(importance, cfg.density, taken)
+
+class Trainer:
+    """One adapter's training in two steps, so the mask can be chosen in between (by another
+    process when several domains train at once): `importance` runs the dense warm-up and resets
+    the adapter; `run` trains under the mask. The shuffling continues from the warm-up, so the two
+    steps train exactly what `train` does."""
+
+    def __init__(self, llm: Any, examples: Sequence[Any], cfg: Any, *, name: str) -> None:
+        self.llm, self.cfg, self.name = llm, cfg, name
+        self.params = adapter_params(llm.model, name)
+        self.init = {n: p.detach().clone() for n, p in self.params.items()}
+        self.rng = random.Random(cfg.seed)
+        self.facts = [x for x in examples if x.kind != "replay"]
+        self.replay = [x for x in examples if x.kind == "replay"]
+        self.per_step = max(1, cfg.batch_size // 8) if self.replay else 0
+        tok = llm.tokenizer
+        self.pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+
+    @contextlib.contextmanager
+    def _training(self) -> Iterator[Any]:
+        """Only the adapter's parameters take gradients, in train mode; both undone on exit."""
+        model = self.llm.model
+        for p in model.parameters():
+            p.requires_grad_(False)
+        for p in self.params.values():
+            p.requires_grad_(True)
+        model.train()
+        try:
+            yield model
+        finally:
+            model.eval()
+            for p in self.params.values():
+                p.requires_grad_(False)
+
+    def importance(self) -> dict[str, Any]:
+        """Score every adapter entry by how far a short dense warm-up moves it; then reset."""
+        import torch
+
+        with self._training() as model:
+            opt = torch.optim.AdamW(list(self.params.values()), lr=self.cfg.learning_rate, weight_decay=0.0)
+            for batch in _batches(self.facts, self.replay, self.cfg.batch_size, self.per_step, self.rng,
+                                  steps=WARMUP_STEPS):
+                _step(model, opt, batch, self.cfg, self.pad, self.llm.device)
+            scores = {n: (p.detach() - self.init[n]).abs() for n, p in self.params.items()}
             with torch.no_grad():
-                for n, p in params.items():
-                    p.copy_(init[n])
-            handles = masks_mod.apply(params, result.mask)
-        else:
-            result.mask = {n: torch.ones_like(p, dtype=torch.bool) for n, p in params.items()}
-            handles = []
-        opt = torch.optim.AdamW(list(params.values()), lr=cfg.learning_rate, weight_decay=0.0)
-        n_epochs = epochs or cfg.epochs
-        total = n_epochs * math.ceil(len(facts) / cfg.batch_size)
+                for n, p in self.params.items():
+                    p.copy_(self.init[n])
+        return scores
+
+    def run(self, mask: dict[str, Any] | None, *, progress: bool = False, epochs: int | None = None) -> TrainResult:
+        """Train under `mask` (None: every entry may change, no warm-up needed)."""
+        import torch
         from tqdm import tqdm
 
-        bar = tqdm(total=total, desc=f"consolidate {name}", unit="step", disable=not progress, leave=False)
-        start = time.perf_counter()
-        for _ in range(n_epochs):
-            for batch in _batches(facts, replay, cfg.batch_size, per_step, rng):
-                loss, tokens = _step(model, opt, batch, cfg, pad, llm.device)
-                result.losses.append(round(loss, 4))
-                result.tokens += tokens
-                result.steps += 1
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss:.3f}")
-        if llm.device != "cpu" and torch.cuda.is_available():
-            torch.cuda.synchronize()
-        result.seconds = time.perf_counter() - start
-        bar.close()
-        for h in handles:
-            h.remove()
-    finally:
-        model.eval()
-        for p in params.values():
-            p.requires_grad_(False)
-    return result
+        cfg, llm = self.cfg, self.llm
+        full = mask is None
+        if full:
+            mask = {n: torch.ones_like(p, dtype=torch.bool) for n, p in self.params.items()}
+        result = TrainResult(mask=mask)
+        with self._training() as model:
+            handles = [] if full else masks_mod.apply(self.params, mask)
+            try:
+                opt = torch.optim.AdamW(list(self.params.values()), lr=cfg.learning_rate, weight_decay=0.0)
+                n_epochs = epochs or cfg.epochs
+                total = n_epochs * math.ceil(len(self.facts) / cfg.batch_size)
+                bar = tqdm(total=total, desc=f"consolidate {self.name}", unit="step", disable=not progress,
+                           leave=False)
+                start = time.perf_counter()
+                for _ in range(n_epochs):
+                    for batch in _batches(self.facts, self.replay, cfg.batch_size, self.per_step, self.rng):
+                        loss, tokens = _step(model, opt, batch, cfg, self.pad, llm.device)
+                        result.losses.append(round(loss, 4))
+                        result.tokens += tokens
+                        result.steps += 1
+                        bar.update(1)
+                        bar.set_postfix(loss=f"{loss:.3f}")
+                if llm.device != "cpu" and torch.cuda.is_available():
+                    torch.cuda.synchronize()
+                result.seconds = time.perf_counter() - start
+                bar.close()
+            finally:
+                for h in handles:
+                    h.remove()
+        return result
 
 
 def _batches(facts: list[Any], replay: list[Any], size: int, per_step: int, rng: random.Random,

@@ -24,10 +24,11 @@ write lock is held for the whole run, so two ingests never reconcile the same so
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -126,32 +127,65 @@ def _supersede_facts(store: Any, added: list[Record]) -> int:
 
 def ingest(store: Any, embedder: Any, paths: Sequence[str | Path], cfg: Config, *,
            domain: str | None = None, as_of: str | None = None, skip_bad: bool = False,
-           progress: bool = False, prune: bool = False) -> IngestReport:
+           progress: bool = False, prune: bool = False, engine: str = "local") -> IngestReport:
     """Ingest files, folders or globs into `store`; returns what was added, retired, skipped and why.
 
     Changed files replace their old chunks (kept in history, see the module docstring); with
     `prune`, chunks of files under the given folders that no longer exist are retired too.
+    `engine="ray"` loads, chunks and embeds on a Ray cluster (`kupdate.compute.ray_ingest`; then
+    `embedder` is not used); either way this process alone writes, in the same order.
     """
     start = time.perf_counter()
     report = IngestReport()
     as_of = parse_date(as_of, where="--as-of") if as_of else None
-    docs = collect(paths, cfg, skip_bad=skip_bad, report=report)
+    observed_at = now_iso()
+    if engine == "ray":
+        from kupdate.compute.ray_ingest import RayIngest
+
+        ray_job = RayIngest(cfg)
+        records = ray_job.chunk(paths, skip_bad=skip_bad, report=report, domain=domain, as_of=as_of,
+                                observed_at=observed_at)
+        embed = ray_job.embed
+    else:
+        docs = collect(paths, cfg, skip_bad=skip_bad, report=report)
+        records = [r for doc in docs for r in _records_for(doc, cfg, domain=domain, as_of=as_of,
+                                                           observed_at=observed_at,
+                                                           count_tokens=embedder.count_tokens)]
+        embed = functools.partial(embed_locally, embedder)
     with store.write_lock():
-        _store_documents(store, embedder, docs, cfg, report, domain=domain, as_of=as_of, progress=progress)
+        _store_records(store, records, embed, cfg, report, observed_at=observed_at, progress=progress)
         if prune:
             report.pruned = _prune(store, paths, now_iso())
     report.seconds = round(time.perf_counter() - start, 3)
     return report
 
 
-def _store_documents(store: Any, embedder: Any, docs: list[Document], cfg: Config, report: IngestReport, *,
-                     domain: str | None, as_of: str | None, progress: bool) -> None:
+def records_for_file(path: Path, cfg: Config, *, domain: str | None, as_of: str | None,
+                     observed_at: str, count_tokens: Any) -> tuple[int, list[Record]]:
+    """(documents, chunk records in order) of one file; raises InputError for an unusable file."""
+    docs = load_file(path, max_bytes=int(cfg.ingest.max_file_mb * 1024 * 1024))
+    return len(docs), [r for doc in docs for r in _records_for(doc, cfg, domain=domain, as_of=as_of,
+                                                    observed_at=observed_at, count_tokens=count_tokens)]
+
+
+#: Embeds records batch by batch: (records, batch size) -> (records of a batch, their vectors), in order.
+Embed = Callable[[list[Record], int], Iterator[tuple[list[Record], np.ndarray]]]
+
+
+def embed_locally(embedder: Any, todo: list[Record], batch: int) -> Iterator[tuple[list[Record], np.ndarray]]:
+    """Embed in groups of several batches (the embedder sorts a call's texts by length, so bigger
+    calls pad less) but hand them back batch by batch, each committed before the next."""
+    group = batch * EMBED_GROUP_BATCHES
+    for g in range(0, len(todo), group):
+        chunk = todo[g : g + group]
+        vectors = embedder.encode([r.text for r in chunk], batch_size=batch)
+        for i in range(0, len(chunk), batch):
+            yield chunk[i : i + batch], vectors[i : i + batch]
+
+
+def _store_records(store: Any, records: list[Record], embed: Embed, cfg: Config, report: IngestReport, *,
+                   observed_at: str, progress: bool) -> None:
     """Embed and add the chunks not yet stored, then reconcile each source with its new version."""
-    observed_at = now_iso()
-    records: list[Record] = []
-    for doc in docs:
-        records += _records_for(doc, cfg, domain=domain, as_of=as_of, observed_at=observed_at,
-                                count_tokens=embedder.count_tokens)
     report.chunks = len(records)
     # De-duplicate before embedding: unchanged files cost no embedding at all.
     known = store.existing_hashes({r.content_hash for r in records}, kind="knowledge")
@@ -162,20 +196,13 @@ def _store_documents(store: Any, embedder: Any, docs: list[Document], cfg: Confi
     todo = list(fresh.values())
     report.duplicates = len(records) - len(todo)
     bar = _progress(len(todo), progress)
-    batch = cfg.ingest.batch_size
-    # Embed in groups of several batches (the embedder sorts a call's texts by length, so bigger calls
-    # pad less) but commit batch by batch, so a kill loses at most what was not yet acknowledged.
-    group = batch * EMBED_GROUP_BATCHES
-    for g in range(0, len(todo), group):
-        chunk = todo[g : g + group]
-        vectors = embedder.encode([r.text for r in chunk], batch_size=batch)
-        for i in range(0, len(chunk), batch):
-            part = chunk[i : i + batch]
-            ids = store.add(part, vectors[i : i + batch])
-            added = [r for r in part if r.id in set(ids)]
-            report.added += len(ids)
-            report.superseded += _supersede_facts(store, added)
-            bar.update(len(part))
+    # Committed batch by batch, so a kill loses at most what was not yet acknowledged.
+    for part, vectors in embed(todo, cfg.ingest.batch_size):
+        ids = store.add(part, vectors)
+        added = [r for r in part if r.id in set(ids)]
+        report.added += len(ids)
+        report.superseded += _supersede_facts(store, added)
+        bar.update(len(part))
     bar.close()
     report.retired, report.restored = _reconcile(store, records, {r.id for r in todo if r.id}, observed_at)
 
