@@ -12,7 +12,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT, SHARED_DATA
+from conftest import ROOT, SHARED_DATA, write
 
 from kupdate.bench import (
     Checkpoint,
@@ -355,3 +355,54 @@ def test_forgetting_is_recall_at_the_end_minus_right_after_the_round():
     assert f["bwt"] == -1.0 and f["rounds"][0]["n"] == 1
     m = stage_metrics(stages[1], answers[1], ["m"])["m"]
     assert m["fresh_recall"]["value"] == 0.0 and m["stale_rate"]["value"] == 1.0 and m["stale_rate"]["n"] == 1
+
+
+# -- real temporal QA (kupdate.bench.temporal) -------------------------------------------------------
+
+TEMPORAL_CASES = [
+    {"id": "t-0", "question": "how many moons does keplo have?",
+     "docs": [{"text": "Update 2019: how many moons does keplo have? Answer: 9.", "date": "2019-06-01"},
+              {"text": "Update 2021: how many moons does keplo have? Answer: 14.", "date": "2021-06-01"}],
+     "fresh": ["14"], "stale": ["9"]},
+    {"id": "t-1", "question": "Which city hosts the Orvik fair? Options: Lund; Tarn; Oslo.",
+     "docs": [{"text": 'The <a href="https://e.test">Orvik fair</a> moved to Tarn this year.', "date": "2023-02-01"}],
+     "fresh": ["Tarn"], "stale": ["Lund", "Oslo"]},
+]
+
+
+def test_temporal_cases_load_and_score_with_intervals(tmp_path):
+    from kupdate.bench.temporal import judge, load_temporal, median_interval
+
+    path = write(tmp_path / "t.jsonl", "\n".join(json.dumps(c) for c in TEMPORAL_CASES) + "\n")
+    cases = load_temporal(path)
+    assert [c.id for c in cases] == ["t-0", "t-1"] and load_temporal(path, 1)[0].newest() == [
+        "Update 2021: how many moons does keplo have? Answer: 14."]
+    assert judge("Answer: 14.", cases[0]) == (True, False) and judge("It has 9.", cases[0]) == (False, True)
+    assert judge("Both 9 and 14", cases[0]) == (True, False)  # the fresh value named: not stale
+    assert median_interval([5.0]) == (5.0, 5.0)
+    low, high = median_interval([float(i) for i in range(100)])
+    assert low < 49.5 < high and high - low < 30
+    write(tmp_path / "bad.jsonl", '{"id": "x"}\n')
+    with pytest.raises(KupdateError, match="bad.jsonl:1"):
+        load_temporal(tmp_path / "bad.jsonl")
+
+
+def test_temporal_run_puts_every_case_in_one_kb_and_compares_the_modes(tiny_kb, tmp_path):
+    from kupdate.bench.temporal import load_temporal, run_temporal
+
+    path = write(tmp_path / "t.jsonl", "\n".join(json.dumps(c) for c in TEMPORAL_CASES) + "\n")
+    cases = load_temporal(path)
+    ck = Checkpoint(tmp_path / "ck.jsonl")
+    result = run_temporal(tiny_kb, "t", cases, ["base", "rag", "oracle", "gated_rag"], checkpoint=ck,
+                          workdir=tmp_path / "w")
+    assert tiny_kb.store.count("knowledge") == 3  # every document of every case, HTML removed
+    assert all("<a" not in r.text for r in tiny_kb.store.records("knowledge"))
+    for mode in ("base", "rag", "oracle", "gated_rag"):
+        m = result.metrics[mode]
+        assert m["fresh_recall"]["n"] == 2 and 0 <= m["stale_rate"]["value"] <= 1
+        assert m["latency_ms"]["p50_low"] <= m["latency_ms"]["p50"] <= m["latency_ms"]["p50_high"]
+    assert "gate_open" in result.metrics["gated_rag"] and "| `oracle` |" in result.to_markdown()
+    # resuming from the checkpoint asks nothing again and scores the same
+    again = run_temporal(tiny_kb, "t", cases, ["base", "rag", "oracle", "gated_rag"], checkpoint=Checkpoint(tmp_path / "ck.jsonl"),
+                         workdir=tmp_path / "w")
+    assert again.metrics == result.metrics
