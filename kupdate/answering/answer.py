@@ -163,7 +163,8 @@ def _generate(kb: Any, question: str, notes: list[Note], outdated: list[Memory])
         prompt, sources = memory_prompt(llm.tokenizer, question, shown), [n.copy_text for n in notes]
     else:
         prompt, sources = base_prompt(llm.tokenizer, question), []
-    avoid = [v for m in outdated for v in ([m.reading] if m.reading else [])]
+    # The names an outdated version gave are never offered as the value (`CopyMix` slots).
+    avoid = [n for m in outdated if m.reading for n in kb.language.names(m.reading)]
     return generate(llm, [prompt], max_new_tokens=cfg.generation.max_new_tokens, copy_sources=sources,
                     copy_mix=cfg.generation.copy_mix, avoid=avoid, lang=kb.language)[0]
 
