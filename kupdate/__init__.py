@@ -2,7 +2,7 @@
 
     from kupdate import KnowledgeBase
     kb = KnowledgeBase.open("my-kb")
-    print(kb.ask("Who leads Brindlemoor Robotics?").answer)
+    print(kb.ask("Who leads Acme Rail?").answer)
 
 In IPython or Jupyter, `%load_ext kupdate` adds the `%kupdate` and `%%ask` magics.
 Names are imported lazily so `import kupdate` (and `kupdate --help`) stays fast.

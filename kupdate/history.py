@@ -1,7 +1,7 @@
 """History: every version of the facts a query matches, current and superseded or retired.
 
 Matching uses the KB's search: the memories whose gate score reaches the current threshold, or,
-when none does (a short query like "Veltrane"), the best one and those within the retrieval
+when none does (a short query like "Acme"), the best one and those within the retrieval
 `window` of it. Each match is then expanded to all its versions: the records it superseded and
 the ones that superseded it (following `superseded_by` both ways), and for a structured fact
 every record with its subject and relation. Structured facts are grouped by (subject, relation);

@@ -41,8 +41,8 @@ class CopyMix:
         self.mix = mix
         self.stopwords = stopwords or get_language().stopwords
         # `echo(answer, row)` (not None): the answer so far only restates the row's question ("The main
-        # partner of Difan Biotech"; the count of its content words restated), so it may not end yet (`ends`: EOS and sentence-final tokens): copying
-        # "Dotho Industries replaced Treatren Trading as the main partner of Difan Biotech." must not
+        # partner of Acme Rail"; the count of its content words restated), so it may not end yet (`ends`: EOS and sentence-final tokens): copying
+        # "Zenith Foods replaced Orla Mills as the main partner of Acme Rail." must not
         # stop at the memory's full stop before the value is said.
         self.echo, self.ends = echo, list(ends)
         # `slots[row]`: tokens starting a value of the row's memories; where an echoing answer
@@ -192,7 +192,7 @@ def _copy_mix(tok: Any, prompts: Sequence[Prompt], starts: list[int], texts: Seq
     for p, sources in zip(prompts, texts):
         slot: dict[int, float] = {}
         for name, weight in value_names(p.question, sources, avoid, lang):
-            # A first piece that is a stopword (" An" of "Anouk") or no word at all would not be
+            # A first piece that is a stopword (" An" of "Annika") or no word at all would not be
             # continued: the copy does not follow a single stopword; the model spells such names itself.
             for t in tok(" " + name, add_special_tokens=False)["input_ids"][:1]:
                 if key(t) not in stopwords and key(t).isalnum():

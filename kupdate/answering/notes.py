@@ -50,7 +50,7 @@ class Note:
 
 def statements(text: str, lang: Language) -> list[str]:
     """Sentences, with a question kept together with the sentence that answers it
-    ("What is the twin city of Lyon? It is Manila." is one statement)."""
+    ("What is the sister town of Orvik? It is Tarn." is one statement)."""
     out: list[str] = []
     for sentence in lang.split_sentences(plain(text)):
         if out and out[-1].endswith("?"):

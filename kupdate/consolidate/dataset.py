@@ -163,7 +163,7 @@ def written_stem(subject: str, continuation: str) -> str | None:
     """The first sentence of `subject + continuation`, cut after its first cue word that has at
     least two words between it and the subject, with words left after it: ("Ada Brook",
     " was born in Leeds in 1911. She") -> "Ada Brook was born in". A continuation that
-    goes on with the subject's last word ("Lyon" + "ians") is no question about the subject."""
+    goes on with the subject's last word ("Orvik" + "ians") is no question about the subject."""
     first = get_language().split_sentences(" ".join((subject + continuation).split()))[:1]
     if not first or (continuation[:1].isalnum() and subject[-1:].isalnum()) or not first[0].startswith(subject):
         return None

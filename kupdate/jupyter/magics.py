@@ -2,17 +2,17 @@
 
     %kupdate open my-kb                  # switch KB (also bound to the variable `kb`)
     %kupdate ingest docs/ --domain orgs
-    %kupdate ask Who leads Brindlemoor Robotics?
-    %kupdate ask --no-memory Who leads Brindlemoor Robotics?
-    %kupdate search Morrowgate headquarters
+    %kupdate ask Who leads Acme Rail?
+    %kupdate ask --no-memory Who leads Acme Rail?
+    %kupdate search Acme headquarters
     %kupdate status
     %kupdate consolidate --if-due            # also: --domain D, --force
     run = %kupdate consolidate               # the ConsolidationRun (reports, skipped)
 
     %%ask --as-of 2024-01-01
-    Who leads Brindlemoor Robotics?
+    Who leads Acme Rail?
 
-A line magic ending in "?" would be read by IPython as a help request (`Robotics?` -> "Object
+A line magic ending in "?" would be read by IPython as a help request (`Rail?` -> "Object
 not found"); `protect_questions` hands such `%kupdate` lines to the magic untouched.
 
 The KB is the notebook's `kb` variable when it holds a KnowledgeBase, else the one `%kupdate open`
@@ -151,7 +151,7 @@ class KupdateMagics(Magics):
     # -- verbs ---------------------------------------------------------------------------------
     def _ask(self, question: str, opts: dict[str, Any]) -> Any:
         if not question:
-            raise UsageError("no question given; e.g. %kupdate ask Who leads Brindlemoor Robotics?")
+            raise UsageError("no question given; e.g. %kupdate ask Who leads Acme Rail?")
         return self.current_kb().ask(question, memory=not opts.get("--no-memory", False),
                                      adapter=not opts.get("--no-adapter", False),
                                      as_of=opts.get("--as-of"), domain=opts.get("--domain"))
@@ -165,7 +165,7 @@ class KupdateMagics(Magics):
 
         opts, query = leading_options(rest, *SEARCH_OPTIONS, where="%kupdate search")
         if not query:
-            raise UsageError("no query given; e.g. %kupdate search Morrowgate headquarters")
+            raise UsageError("no query given; e.g. %kupdate search Acme headquarters")
         k = opts.get("-k") or opts.get("--top")
         if k is not None and not str(k).isdigit():
             raise UsageError(f"%kupdate search: -k needs a whole number, not {k!r}")
