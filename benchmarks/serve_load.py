@@ -10,6 +10,8 @@ as a subprocess on a free 127.0.0.1 port (local addresses only), warms up, then:
    `--seconds`; meanwhile one client ingests a new record every `--ingest-every` seconds
    (at most `--ingests`), and every acknowledged record must be found by /v1/search afterwards;
 2. sequential: one client asks the same questions one at a time for `--sequential-seconds`.
+The server micro-batches answers (at most `max_batch` per model pass, docs/serve.md), which is
+what lets 8 clients get more than one client's throughput.
 Any non-200 answer is an error. Reports p50/p95 latency and answers/s of both phases and their
 ratio, and whether each question got the same answer both ways. Writes <out>/results.json,
 <out>/table.md and <out>/serve_load.png (default benchmarks/results/serve_load).
@@ -164,7 +166,8 @@ def table(summary: dict, config: dict) -> str:
     c, s = summary["concurrent"], summary["sequential"]
     lines = [f"`kupdate serve` on {config['model']} ({config['device']}, {config['cpus']} CPUs): "
              f"{config['clients']} concurrent clients for {config['seconds']:g} s, then one client for "
-             f"{config['sequential_seconds']:g} s.", "",
+             f"{config['sequential_seconds']:g} s. Answers micro-batched: at most {config['max_batch']} "
+             f"per model pass, {config['batch_window_ms']:g} ms collection window.", "",
              "| phase | answers | errors | p50 ms | p95 ms | answers/s |", "|---|---|---|---|---|---|"]
     for name, x in (("concurrent", c), ("sequential", s)):
         lines.append(f"| {name} | {x['answers']} | {x['errors']} | {x['p50_ms']:.0f} | {x['p95_ms']:.0f} "
@@ -236,10 +239,14 @@ def main(argv: list[str] | None = None) -> int:
                "ingest": {"sent": len(acked), "acknowledged": len(ok_ingests), "searchable": searchable,
                           "p50_ms": round(percentile([a["ms"] for a in ok_ingests], 50), 1)},
                "same_answers": sum(seen[q] == first[q] for q in seen), "questions_compared": len(seen)}
+    from kupdate.serve.settings import ServeSettings
+
     config = {"clients": args.clients, "seconds": args.seconds, "sequential_seconds": args.sequential_seconds,
               "ingest_every": args.ingest_every, "ingests": args.ingests, "warmup": args.warmup,
               "model": status["model"], "embedder": status["embedder"], "device": status["device"],
               "records": status["knowledge"], "kb_build_s": round(build_s, 1), "cpus": os.cpu_count(),
+              # the server's micro-batching of answers (its ServeSettings defaults; docs/serve.md)
+              "max_batch": ServeSettings.max_batch, "batch_window_ms": ServeSettings.batch_window_ms,
               "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
               "python": platform.python_version(), "platform": platform.platform()}
     data = {"config": config, "summary": summary, "concurrent": rows, "sequential": seq, "ingests": acked}

@@ -28,6 +28,10 @@ def serve(
     max_body_mb: Annotated[float, typer.Option(help="Largest request body accepted (413 above).")] = 2.0,
     queue_size: Annotated[int, typer.Option(help="Requests waiting for the model before new ones get 503 "
                                             "with Retry-After.", min=1)] = 32,
+    max_batch: Annotated[int, typer.Option(help="Questions answered together in one model pass (1: one at "
+                                           "a time).", min=1)] = 8,
+    batch_window_ms: Annotated[float, typer.Option(help="How long a lone question waits for others to join "
+                                                   "its batch.", min=0, max=1000)] = 20.0,
     log_level: Annotated[str, typer.Option(help="uvicorn log level ('info' also logs each request).")] = "warning",
 ) -> None:
     """Serve a knowledge base over an OpenAI-compatible HTTP API (FastAPI + uvicorn).
@@ -53,7 +57,8 @@ def serve(
         raise ConfigError(f"kupdate serve needs FastAPI and uvicorn ({exc}); pip install 'kupdate[serve]'") from None
 
     settings = ServeSettings.build(kb, host=host, port=port, api_key_env=api_key_env, max_body_mb=max_body_mb,
-                                   queue_size=queue_size, log_level=log_level)
+                                   queue_size=queue_size, log_level=log_level, max_batch=max_batch,
+                                   batch_window_ms=batch_window_ms)
 
     def ready(s: ServeSettings) -> None:
         where = f"http://{s.host}:{s.port}" if ":" not in s.host else f"http://[{s.host}]:{s.port}"

@@ -87,6 +87,10 @@ class GateConfig:
         0.5, "A memory covering less than this share of the question's names (IDF-weighted) scores "
         "proportionally less, so a question about another subject of the same shape keeps the gate shut."
     )
+    choice_weight: float = _f(
+        0.6, "For a question listing alternatives ('Options: a; b; c'), a memory naming exactly one of them "
+        "closes this share of the gap between its score and 1. Exemplars list none, so calibration is unchanged."
+    )
     check_answers: int = _f(
         16, "Calibration asks up to this many of the highest-scoring exemplars with the gate open; one the "
         "memory leaves answered exactly as the base model answers it does not bind the threshold. 0: scores only."
@@ -100,6 +104,8 @@ class GateConfig:
             raise ConfigError(f"gate: dense_weight + lexical_weight + entity_weight must be 1, got {total:g}")
         if self.check_answers < 0:
             raise ConfigError("gate.check_answers must be >= 0")
+        if not 0 <= self.choice_weight <= 1:
+            raise ConfigError("gate.choice_weight must be between 0 and 1")
 
 
 @dataclass

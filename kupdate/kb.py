@@ -276,6 +276,19 @@ class KnowledgeBase:
         as_of = parse_date(as_of, where="--as-of") if as_of else None
         return ask(self, question, memory=memory, adapter=adapter, as_of=as_of, domain=domain)
 
+    def ask_batch(self, questions: list[str], *, memory: bool = True, adapter: bool = True,
+                  as_of: str | None = None, domain: str | None = None) -> list[Any]:
+        """`ask` for each of `questions` (same options), the model work batched across them: each
+        gets the `Answer` it gets alone, in less time than asking one after the other."""
+        from kupdate.answering.answer import ask_batch
+        from kupdate.ingest.dates import parse_date
+
+        empty = [i for i, q in enumerate(questions) if not q.strip()]
+        if empty:
+            raise KupdateError(f"question {empty[0] + 1} of {len(questions)} is empty; pass a question for each")
+        as_of = parse_date(as_of, where="--as-of") if as_of else None
+        return ask_batch(self, questions, memory=memory, adapter=adapter, as_of=as_of, domain=domain)
+
     # -- gate ------------------------------------------------------------------------------------
     def threshold(self) -> float:
         if self.config.gate.threshold is not None:

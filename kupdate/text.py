@@ -38,5 +38,10 @@ def first_line(text: str) -> str:
 
 def hits(answer: str, target: str) -> bool:
     """True when the normalised target occurs in the normalised first line of the answer."""
-    t = normalize_answer(target)
-    return bool(t) and f" {t} " in f" {normalize_answer(first_line(answer))} "
+    return mentions(first_line(answer), target)
+
+
+def mentions(text: str, phrase: str) -> bool:
+    """True when the normalised `phrase` occurs in the normalised `text` as whole words."""
+    t = normalize_answer(phrase)
+    return bool(t) and f" {t} " in f" {normalize_answer(text)} "

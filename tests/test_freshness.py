@@ -91,25 +91,30 @@ def test_only_memories_the_gate_would_quote_and_of_different_dates_compete():
 
 OLD, NEW = "2019-03-01", "2024-03-01"
 CASES = [
-    # (id, older memory, newer memory, question, fresh value, stale value, gate open?)
+    # (id, older memory, newer memory, question, fresh value, stale value, gate open?, current version)
     ("lower-case question", "The chief executive of Orvik Mills is Tana Bell.",
      "Orvik Mills appointed Joss Kemper as its chief executive.", "who is the ceo of orvik mills?",
-     "Joss Kemper", "Tana Bell", True),
+     "Joss Kemper", "Tana Bell", True, "new"),
     ("q/a notes", "Update 2019: how many moons does the planet keplo have? Answer: 9.",
      "Update 2024: how many moons does the planet keplo have? Answer: 14.",
-     "how many moons does the planet keplo have?", "14", "9", True),
+     "how many moons does the planet keplo have?", "14", "9", True, "new"),
     ("a number that changed", "The Brastow bridge is 410 metres long.",
      "After the extension, the Brastow bridge is 520 metres long.", "How long is the Brastow bridge?",
-     "520", "410", True),
+     "520", "410", True, "new"),
     ("html in the text", 'The <b>Velden Choir</b> is conducted by <a href="https://e.test/x">Mira Oakes</a>.',
      'Since January the <a href="https://e.test/y">Velden Choir</a> is conducted by <i>Piet Larsen</i>.',
-     "Who conducts the Velden Choir?", "Piet Larsen", "Mira Oakes", True),
+     "Who conducts the Velden Choir?", "Piet Larsen", "Mira Oakes", True, "new"),
     ("a paragraph with several facts", "Quenby Foods was founded in 1961 in Harlow. It makes biscuits and "
      "crackers. Its chief executive is Lena Marsh, and it employs about 900 people in three plants.",
      "Quenby Foods said on Monday that Omar Reyes has become its chief executive.",
-     "Who is the chief executive of Quenby Foods?", "Omar Reyes", "Lena Marsh", True),
+     "Who is the chief executive of Quenby Foods?", "Omar Reyes", "Lena Marsh", True, "new"),
     ("nothing changed", "The river Ossel flows into Lake Varn.", "The river Ossel, still, flows into Lake Varn.",
-     "Where does the river Ossel flow into?", "Varn", None, True),
+     "Where does the river Ossel flow into?", "Varn", None, True, "both"),
+    # the newer memory is about the same subject but not about what is asked: it outdates nothing
+    ("a newer memory about something else", "The Harwick Museum is directed by Ines Vogel.",
+     "The Harwick Museum reopened its east wing in May. Its collection now holds 40,000 objects. "
+     "The museum is open every day but Monday.", "Who directs the Harwick Museum?", "Ines Vogel", None, True,
+     "old"),
 ]
 SHUT = ["What is the capital of France?", "How many legs does a spider have?",
         "Who is the chief executive of Pallow Shipping?"]
@@ -143,7 +148,7 @@ def _source(kb, memory) -> str:
 def test_the_newer_memory_is_current_and_answers(table_kb, case):
     from kupdate.text import hits
 
-    name, _, _, question, fresh, stale, gate_open = case
+    name, _, _, question, fresh, stale, gate_open, current = case
     answer = table_kb.ask(question, adapter=False)
     assert answer.gate.open is gate_open, answer.to_dict()
     flags = {_source(table_kb, m): m.outdated for m in answer.memories}
@@ -153,7 +158,8 @@ def test_the_newer_memory_is_current_and_answers(table_kb, case):
     else:
         assert flags.get(f"case{i}-old", True), answer.to_dict()  # outdated, or not quoted at all
         assert not hits(answer.answer, stale)
-    assert flags.get(f"case{i}-new") is False, answer.to_dict()
+    # the current version is cited, not outdated
+    assert flags.get(f"case{i}-{'old' if current == 'old' else 'new'}") is False, answer.to_dict()
     assert hits(answer.answer, fresh), answer.to_dict()
 
 

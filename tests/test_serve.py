@@ -297,3 +297,82 @@ def test_the_real_model_does_not_obey_an_ingested_instruction(tmp_path, exemplar
     assert lab["kupdate"]["gate"]["open"] and "Oslo" in lab["choices"][0]["message"]["content"]
     for body in answers.values():
         assert "banana" not in body["choices"][0]["message"]["content"].lower(), body["choices"][0]
+
+
+# -- micro-batching of answers --------------------------------------------------------------------
+OTHER = "Where is the Veltrane Robotics research lab?"
+
+
+def test_asks_waiting_together_are_answered_in_one_batch_each_as_alone(app_client):
+    """Asks queued while the worker is busy run as one `answer_batch` call (grouped by options);
+    each gets what it gets alone, a bad one fails alone, and a search queued among them runs in turn."""
+    from kupdate.serve import jobs
+
+    calls, order = [], []
+
+    def recording(kb, batch):
+        calls.append([(j.question, j.max_tokens) for j in batch])
+        order.append("batch")
+        return jobs.answer_batch(kb, batch)
+
+    release = threading.Event()
+    with app_client() as client:
+        worker = client.app.state.answers
+        alone = {q: worker.submit(jobs.AskJob(q, None, {})).result() for q in (QUESTION, OTHER)}
+        short = worker.submit(jobs.AskJob(QUESTION, 2, {})).result()
+        blocker = worker.submit(lambda kb: release.wait(30))
+        asks = [worker.submit(jobs.AskJob(q, t, o), batch=recording) for q, t, o in [
+            (QUESTION, None, {}), ("   ", None, {}), (OTHER, None, {}), (QUESTION, 2, {}),
+            (OTHER, None, {"as_of": "yesterday-ish"})]]
+        search = worker.submit(lambda kb: order.append("search") or len(kb.search(QUESTION)))
+        late = worker.submit(jobs.AskJob(OTHER, None, {}), batch=recording)
+        release.set()
+        blocker.result(timeout=60)
+        outcomes = []
+        for f in asks:
+            try:
+                outcomes.append(f.result(timeout=120))
+            except Exception as exc:  # noqa: BLE001
+                outcomes.append(exc)
+        assert search.result(timeout=60) == 2 and late.result(timeout=60)["answer"] == alone[OTHER]["answer"]
+
+    assert calls[0] == [(QUESTION, None), ("   ", None), (OTHER, None), (QUESTION, 2), (OTHER, None)]
+    assert order == ["batch", "search", "batch"]
+    strip = lambda a: {k: v for k, v in a.items() if k != "timings_ms"}  # noqa: E731
+    assert strip(outcomes[0]) == strip(alone[QUESTION]) and strip(outcomes[2]) == strip(alone[OTHER])
+    assert strip(outcomes[3]) == strip(short) and outcomes[3]["_limit"] == 2
+    assert "question is empty" in str(outcomes[1]) and "as-of" in str(outcomes[4])
+
+
+def test_a_batch_that_fails_as_a_whole_fails_only_its_bad_request(app_client, monkeypatch):
+    from kupdate import KnowledgeBase
+    from kupdate.answering import batch
+    from kupdate.serve import jobs
+
+    real_ask = KnowledgeBase.ask
+
+    def fussy_batch(kb, questions, **options):
+        if any("boom" in q for q in questions):
+            raise RuntimeError("boom in the batch")
+        return real_batch(kb, questions, **options)
+
+    def fussy_ask(self, question, **options):
+        if "boom" in question:
+            raise RuntimeError("boom alone")
+        return real_ask(self, question, **options)
+
+    real_batch = batch.ask_batch
+    monkeypatch.setattr(batch, "ask_batch", fussy_batch)
+    monkeypatch.setattr(KnowledgeBase, "ask", fussy_ask)
+    release = threading.Event()
+    with app_client() as client:
+        worker = client.app.state.answers
+        blocker = worker.submit(lambda kb: release.wait(30))
+        futures = [worker.submit(jobs.AskJob(q, None, {}), batch=jobs.answer_batch)
+                   for q in (QUESTION, "boom?", OTHER)]
+        release.set()
+        blocker.result(timeout=60)
+        good = [futures[0].result(timeout=120), futures[2].result(timeout=120)]
+        with pytest.raises(RuntimeError, match="boom alone"):
+            futures[1].result(timeout=120)
+    assert all(a["answer"] for a in good)

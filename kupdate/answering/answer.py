@@ -1,25 +1,40 @@
-"""Answering a question: retrieve, gate, settle fresh over stale, prompt, generate, cite.
+"""Answering questions: retrieve, gate, settle fresh over stale, prompt, generate, cite.
 
 The steps, each its own module of `kupdate.answering` (docs/answering.md): query analysis
 (`query`), candidates scored for the gate (`retrieval`, `gate`), which memory is current for this
-question (`freshness`: each competing memory read on its own), the statements worth quoting
-(`notes`), the prompt (`prompt`) and memory-aware decoding (`decoding`).
+question (`current`, `freshness`: each competing memory read on its own), the statements worth
+quoting and the final prompt (`notes`, `compose`, `prompt`) and memory-aware decoding (`decoding`).
+
+There is one implementation, batched: `ask` is `ask_batch` of one question. `ask_batch` runs the
+model a few times for a whole batch instead of once or twice per question (what makes a busy
+server faster than one answering in turn, docs/serve.md):
+
+1. per question (cheap, no LLM): embed, retrieve, the gate, the adapter routes;
+2. per adapter set: questions routed to different adapters cannot share the model at once
+   (`Adapters.active` switches them in place), so each set of routes is one group;
+3. per group, one generation reads every competitor of every question, then each is settled;
+4. per group, one generation per kind of row for the answers that are not a winner's reading
+   (rows differing in copy sources' presence or in the values to avoid cannot share a call).
+
+Greedy decoding with left padding gives a row the same text in a batch as alone, so batching
+changes the time, not the answers.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from kupdate.answering.compose import final_prompt, one_of, quote
+from kupdate.answering.current import judge, rivals, winner
 from kupdate.answering.decoding import generate
-from kupdate.answering.freshness import Reading, competitors, read_notes, settle, value_of
+from kupdate.answering.freshness import Reading, read_notes
 from kupdate.answering.gate import GateDecision, decide
-from kupdate.answering.notes import Note, focus
-from kupdate.answering.prompt import base_prompt, memory_prompt
+from kupdate.answering.notes import Note
 from kupdate.answering.query import Query
 from kupdate.answering.retrieval import Memory, retrieve
-from kupdate.text import plain
 
 
 @dataclass
@@ -65,19 +80,6 @@ class Answer:
         return answer_html(self)
 
 
-def select(memories: list[Memory], window: float, top_k: int) -> tuple[list[Memory], list[Memory]]:
-    """The current memories to quote and the outdated ones they displace.
-
-    Quoted: up to `top_k` current memories scoring within `window` of the best one (the gate
-    already checked the best against the threshold).
-    """
-    current = [m for m in memories if not m.outdated]
-    current = [m for m in current if m.score >= current[0].score - window][:top_k] if current else []
-    ids = {m.id for m in current}
-    outdated = [m for m in memories if m.outdated and m.outdated_by in ids]
-    return current, outdated
-
-
 class _Clock:
     """Milliseconds per step of one `ask`, for `timings_ms`."""
 
@@ -95,89 +97,76 @@ class _Clock:
         return self.ms
 
 
-def read_competitors(kb: Any, question: str, query: Query, qvec: Any, memories: list[Memory],
-                     threshold: float) -> list[Reading]:
-    """Settle fresh over stale among the memories the gate would quote (`kupdate.answering.freshness`):
-    each is read on its own, and older ones whose answer differs from the newest are outdated."""
-    cfg = kb.config
-    rivals = competitors(memories, threshold, cfg.retrieval.window, cfg.freshness.candidates)
-    if not rivals:
-        return []
-    groups = [focus(query, qvec, [m], kb.embedder.encode, cfg.gate, cfg.retrieval.focus_sentences,
-                    cfg.retrieval.window) for m in rivals]
-    texts = read_notes(kb.llm, question, groups, max_new_tokens=cfg.generation.max_new_tokens,
-                       copy_mix=cfg.generation.copy_mix, lang=query.lang)
-    readings = []
-    for m, text in zip(rivals, texts):
-        value, grounded = value_of(text, query.text, plain(m.record.text), query.lang, cfg.freshness.min_grounded,
-                                   m.record.valid_from or "")
-        readings.append(Reading(m.id, text, value, grounded))
-        m.reading = text
-    settle(rivals, readings, cfg.freshness.same_value)
-    return readings
-
-
-def memories_for(kb: Any, question: str, qvec: Any, *, domain: str | None = None, as_of: str | None = None,
-                 threshold: float | None = None) -> tuple[list[Memory], list[Reading]]:
-    """The memories retrieved for `question`, with those outdated on it flagged (freshness read,
-    when the best clears the gate), best first; and the readings made."""
-    cfg = kb.config
-    query = Query.for_store(question, kb.store, kb.language)
-    memories = retrieve(kb.store, question, qvec, retrieval=cfg.retrieval, gate=cfg.gate, domain=domain,
-                        as_of=as_of, encode=kb.embedder.encode, lang=kb.language, query=query)
-    limit = kb.threshold() if threshold is None else threshold
-    best = next((m.score for m in memories if not m.outdated), None)
-    readings = []
-    if cfg.freshness.read and best is not None and best >= limit:
-        readings = read_competitors(kb, question, query, qvec, memories, limit)
-    return memories, readings
-
-
-def _winner(memories: list[Memory], readings: list[Reading]) -> Memory | None:
-    """The newest current memory whose reading answered the question, if any was read."""
-    answered = {r.memory_id for r in readings if r.answers}
-    found = [m for m in memories if m.id in answered and not m.outdated]
-    return max(found, key=lambda m: (m.record.valid_from, m.record.observed_at, m.id), default=None)
-
-
-def _quote(kb: Any, query: Query, qvec: Any, memories: list[Memory]) -> tuple[list[Memory], list[Memory], list[Note]]:
-    """The memories to quote, the outdated ones they displace, and the notes made of them."""
-    cfg = kb.config
-    given, outdated = select(memories, cfg.retrieval.window, cfg.retrieval.top_k)
-    notes = focus(query, qvec, given, kb.embedder.encode, cfg.gate, cfg.retrieval.focus_sentences,
-                  cfg.retrieval.window)
-    # Cite what the model was given, in the order it was given: memories whose statements were all
-    # left out of the notes are not citations.
-    rank: dict[int, int] = {}
-    for i, note in enumerate(notes):
-        rank.setdefault(note.id, i)
-    given = sorted((m for m in given if m.id in rank), key=lambda m: rank[m.id])
-    return given, [m for m in outdated if m.outdated_by in rank], notes
-
-
-def _generate(kb: Any, question: str, notes: list[Note], outdated: list[Memory]) -> str:
-    """The answer: with the notes quoted and copied from, or (no notes) the base model's own."""
-    cfg, llm = kb.config, kb.llm
-    if notes:
-        shown = notes + ([Note.of(m) for m in outdated] if cfg.retrieval.show_outdated else [])
-        prompt, sources = memory_prompt(llm.tokenizer, question, shown), [n.copy_text for n in notes]
-    else:
-        prompt, sources = base_prompt(llm.tokenizer, question), []
-    # The names an outdated version gave are never offered as the value (`CopyMix` slots).
-    avoid = [n for m in outdated if m.reading for n in kb.language.names(m.reading)]
-    return generate(llm, [prompt], max_new_tokens=cfg.generation.max_new_tokens, copy_sources=sources,
-                    copy_mix=cfg.generation.copy_mix, avoid=avoid, lang=kb.language)[0]
-
 
 def ask(kb: Any, question: str, *, memory: bool = True, adapter: bool = True, as_of: str | None = None,
         domain: str | None = None, threshold: float | None = None) -> Answer:
     """Answer `question` with the gated memory of `kb` (a KnowledgeBase).
 
     `threshold`: the gate's, instead of the calibrated one (0.0 opens it on any current memory)."""
+    return ask_batch(kb, [question], memory=memory, adapter=adapter, as_of=as_of, domain=domain,
+                     threshold=threshold)[0]
+
+
+@dataclass
+class _Item:
+    """One question on its way through the batch."""
+
+    question: str
+    clock: _Clock
+    gate: GateDecision
+    limit: float
+    query: Query | None = None
+    qvec: Any = None
+    memories: list[Memory] = field(default_factory=list)
+    routes: list[Any] = field(default_factory=list)
+    readings: list[Reading] = field(default_factory=list)
+    given: list[Memory] = field(default_factory=list)
+    outdated: list[Memory] = field(default_factory=list)
+    notes: list[Note] = field(default_factory=list)
+    text: str | None = None
+
+    @property
+    def reads(self) -> bool:
+        return self.gate.open and self.query is not None
+
+
+def ask_batch(kb: Any, questions: Sequence[str], *, memory: bool = True, adapter: bool = True,
+              domain: str | None = None, as_of: str | None = None, threshold: float | None = None) -> list[Answer]:
+    """The `Answer` of `ask(kb, q, ...)` for each of `questions`, in order, with the model calls
+    batched across questions. The options apply to every question.
+
+        answers = ask_batch(kb, ["Who leads Acme?", "Where is Orvik Mills based?"])
+    """
+    items = [_prepare(kb, q, memory, adapter, domain, as_of, threshold) for q in questions]
+    groups: dict[tuple[str, ...], list[_Item]] = {}
+    for item in items:
+        groups.setdefault(tuple(r.name for r in item.routes), []).append(item)
+    for group in groups.values():
+        with kb.adapters.active(group[0].routes):
+            if kb.config.freshness.read:
+                _read(kb, [it for it in group if it.reads])
+            for it in group:
+                if it.reads:
+                    _choose(kb, it)
+            _answer(kb, [it for it in group if it.text is None])
+    answers = []
+    for it in items:
+        if it.query is not None and it.gate.open:
+            it.text = one_of(it.query, it.text or "", it.given)
+        it.clock.ms.setdefault("generate", 0.0)
+        label = ", ".join(r.label for r in it.routes) or None
+        answers.append(Answer(it.question, it.text or "", it.gate, it.given + it.outdated, label, it.clock.done(),
+                              it.readings))
+    return answers
+
+
+def _prepare(kb: Any, question: str, memory: bool, adapter: bool, domain: str | None, as_of: str | None,
+             threshold: float | None) -> _Item:
+    """Everything before the model for one question: retrieval, the gate and the routes."""
     cfg = kb.config
     clock = _Clock()
     memories: list[Memory] = []
-    qvec = query = None
+    query, qvec = None, None
     if memory:
         query = Query.for_store(question, kb.store, kb.language)
         qvec = kb.embedder.encode([query.about])[0]
@@ -187,35 +176,70 @@ def ask(kb: Any, question: str, *, memory: bool = True, adapter: bool = True, as
         clock.lap("search")
     limit = kb.threshold() if threshold is None else threshold
     best = next((m.score for m in memories if not m.outdated), None)
-    gate = decide(best, limit, forced_shut=not memory)
+    item = _Item(question, clock, decide(best, limit, forced_shut=not memory), limit, query, qvec, memories)
     clock.lap("gate")
-    routes = []
     if adapter and kb.adapters.registry.domains():
-        if qvec is None:
-            qvec = kb.embedder.encode([question])[0]
-        routes = kb.adapters.route(question, qvec, domain=domain)
+        if item.qvec is None:
+            item.qvec = kb.embedder.encode([question])[0]
+        item.routes = kb.adapters.route(question, item.qvec, domain=domain)
         clock.lap("route")
-    readings: list[Reading] = []
-    notes: list[Note] = []
-    given: list[Memory] = []
-    outdated: list[Memory] = []
-    with kb.adapters.active(routes):
-        text = None
-        if gate.open and query is not None:
-            if cfg.freshness.read:
-                readings = read_competitors(kb, question, query, qvec, memories, limit)
-                clock.lap("freshness")
-            winner = _winner(memories, readings)
-            if winner is not None:
-                # The current memory's reading is the answer: the model, given that memory's notes
-                # alone, already answered the question with memory-aware decoding.
-                text, given = winner.reading, [winner]
-                outdated = [m for m in memories if m.outdated and m.outdated_by == winner.id]
-            else:
-                given, outdated, notes = _quote(kb, query, qvec, memories)
-                clock.lap("focus")
-        if text is None:
-            text = _generate(kb, question, notes, outdated)
-    clock.lap("generate")
-    label = ", ".join(r.label for r in routes) or None
-    return Answer(question, text, gate, given + outdated, label, clock.done(), readings)
+    return item
+
+
+def _read(kb: Any, items: list[_Item]) -> None:
+    """Every competitor of every item read in one generation, then each item settled."""
+    cfg = kb.config
+    start = time.perf_counter()
+    found = [(it, rivals(kb, it.query, it.qvec, it.memories, it.limit)) for it in items if it.query is not None]
+    found = [(it, rs) for it, rs in found if rs]
+    if not found:
+        return
+    questions = [it.question for it, rs in found for _ in rs]
+    groups = [notes for _, rs in found for _, notes in rs]
+    texts = iter(read_notes(kb.llm, questions, groups, max_new_tokens=cfg.generation.max_new_tokens,
+                            copy_mix=cfg.generation.copy_mix, lang=kb.language))
+    for it, rs in found:
+        assert it.query is not None
+        it.readings = judge(kb, it.query, [m for m, _ in rs], [next(texts) for _ in rs])
+    _share([it for it, _ in found], "freshness", start)
+
+
+def _choose(kb: Any, it: _Item) -> None:
+    """The winner's reading as the answer, or the memories to quote."""
+    assert it.query is not None
+    found = winner(it.memories, it.readings)
+    if found is not None:
+        # The current memory's reading is the answer: the model, given that memory's notes
+        # alone, already answered the question with memory-aware decoding.
+        it.text, it.given = found.reading, [found]
+        it.outdated = [m for m in it.memories if m.outdated and m.outdated_by == found.id]
+    else:
+        it.given, it.outdated, it.notes = quote(kb, it.query, it.qvec, it.memories)
+        it.clock.lap("focus")
+
+
+def _answer(kb: Any, items: list[_Item]) -> None:
+    """The generated answers, one `generate` call per kind of row."""
+    cfg = kb.config
+    start = time.perf_counter()
+    kinds: dict[tuple[bool, tuple[str, ...]], list[tuple[_Item, Any, list[str]]]] = {}
+    for it in items:
+        prompt, sources, avoid = final_prompt(kb, it.question, it.notes, it.outdated)
+        kinds.setdefault((bool(it.notes), avoid), []).append((it, prompt, sources))
+    for (copies, avoid), rows in kinds.items():
+        texts = generate(kb.llm, [p for _, p, _ in rows], max_new_tokens=cfg.generation.max_new_tokens,
+                         row_sources=[s for _, _, s in rows] if copies else None,
+                         copy_mix=cfg.generation.copy_mix, avoid=avoid, lang=kb.language)
+        for (it, _, _), text in zip(rows, texts):
+            it.text = text
+    if items:
+        _share(items, "generate", start)
+
+
+def _share(items: list[_Item], step: str, start: float) -> None:
+    """Record a batched step's duration as that step of every item in it (the timings of a batched
+    answer: its own retrieval steps, and the whole batch's model steps it took part in)."""
+    ms = round((time.perf_counter() - start) * 1000, 2)
+    for it in items:
+        it.clock.ms[step] = ms
+        it.clock.last = time.perf_counter()

@@ -120,10 +120,12 @@ def competitors(memories: Sequence[Any], threshold: float, window: float, limit:
     return chosen
 
 
-def read_notes(llm: Any, question: str, notes: Sequence[Sequence[Note]], *, max_new_tokens: int,
+def read_notes(llm: Any, question: str | Sequence[str], notes: Sequence[Sequence[Note]], *, max_new_tokens: int,
                copy_mix: float, lang: Language | None = None) -> list[str]:
-    """The answer to `question` from each group of notes alone, in one batch (greedy, first line)."""
-    prompts = [memory_prompt(llm.tokenizer, question, group) for group in notes]
+    """The answer to `question` from each group of notes alone, in one batch (greedy, first line).
+    `question`: one for every group, or one per group (groups of several questions read together)."""
+    questions = [question] * len(notes) if isinstance(question, str) else list(question)
+    prompts = [memory_prompt(llm.tokenizer, q, group) for q, group in zip(questions, notes)]
     sources = [[n.copy_text for n in group] for group in notes]
     return generate(llm, prompts, max_new_tokens=max_new_tokens, copy_mix=copy_mix, row_sources=sources,
                     first_line=True, lang=lang)

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 
 from kupdate.answering.query import Query
 from kupdate.config import GateConfig
+from kupdate.text import mentions
 
 
 def coverage(wanted: Iterable[str], idf: Mapping[str, float], present: set[str],
@@ -34,6 +35,7 @@ class Relevance:
     dense: float
     lexical: float
     entity: float
+    choice: float = 0.0
 
 
 def relevance(query: Query, text: str, dense: float, cfg: GateConfig, *, context: str | None = None,
@@ -67,7 +69,19 @@ def _relevance(query: Query, text: str, dense: float, cfg: GateConfig, context: 
         # Missing the question's most specific names ("Acme Energy" against a memory about "Zenith
         # Energy": only the sector word is shared) is strong evidence of another subject.
         score *= entity / cfg.min_entity_coverage
-    return Relevance(round(score, 4), round(dense_c, 4), round(lexical, 4), round(entity, 4))
+    # A question listing alternatives: a memory naming exactly one of them speaks to it (it names a
+    # candidate answer and rules out the others). It closes part of the gap to 1, so it weighs
+    # most for a memory already close to the question.
+    choice = _choice(query, text)
+    score += cfg.choice_weight * choice * (1 - score)
+    return Relevance(round(score, 4), round(dense_c, 4), round(lexical, 4), round(entity, 4), choice)
+
+
+def _choice(query: Query, text: str) -> float:
+    """1.0 when `text` names exactly one of the question's alternatives, else 0.0."""
+    if not query.choices:
+        return 0.0
+    return 1.0 if sum(mentions(text, c) for c in query.choices) == 1 else 0.0
 
 
 @dataclass

@@ -74,21 +74,31 @@ def reply_of(statement: str, lang: Language | None = None) -> str:
 FOCUS_DENSE_WEIGHT, FOCUS_LEXICAL_WEIGHT = 0.2, 0.5
 
 
-def focus(query: Query, qvec: np.ndarray, given: Sequence[Any], encode: Any, gate: GateConfig,
-          n: int, window: float) -> list[Note]:
-    """The notes to quote: the statements of the `given` memories most relevant to the question,
-    the best `n` within `window` of the best (`n` <= 0: whole memories)."""
-    notes = [Note.of(m) for m in given]
+def scored_statements(query: Query, qvec: np.ndarray, given: Sequence[Any], encode: Any,
+                      gate: GateConfig) -> list[tuple[float, Any, str]]:
+    """(relevance, memory, statement) for every statement of the `given` memories, best first,
+    all embedded in one batch."""
     pieces = [(m, s) for m in given for s in statements(m.record.text, query.lang)]
-    if n <= 0 or len(pieces) <= 1:
-        return notes
+    if not pieces:
+        return []
     vecs = encode([s for _, s in pieces])
     # Statements of the memories given share their subject, so the words asked weigh more in
     # picking among them than in the gate ("What does X make?": the statement saying what it
     # makes, not the one about who leads X).
     weights = replace(gate, dense_weight=FOCUS_DENSE_WEIGHT, lexical_weight=FOCUS_LEXICAL_WEIGHT,
                       entity_weight=1 - FOCUS_DENSE_WEIGHT - FOCUS_LEXICAL_WEIGHT)
-    scored = sorted(((relevance(query, s, float(v @ qvec), weights, context=plain(m.record.text)).score, i)
-                     for i, ((m, s), v) in enumerate(zip(pieces, vecs))), key=lambda x: (-x[0], x[1]))
-    best = [i for score, i in scored[:n] if score >= scored[0][0] - window]
-    return [Note.of(pieces[i][0], pieces[i][1]) for i in best]
+    scored = [(relevance(query, s, float(v @ qvec), weights, context=plain(m.record.text)).score, i, m, s)
+              for i, ((m, s), v) in enumerate(zip(pieces, vecs))]
+    scored.sort(key=lambda x: (-x[0], x[1]))
+    return [(score, m, s) for score, _, m, s in scored]
+
+
+def focus(query: Query, qvec: np.ndarray, given: Sequence[Any], encode: Any, gate: GateConfig,
+          n: int, window: float) -> list[Note]:
+    """The notes to quote: the statements of the `given` memories most relevant to the question,
+    the best `n` within `window` of the best (`n` <= 0: whole memories). A note's `score` is its
+    statement's relevance."""
+    if n <= 0 or sum(len(statements(m.record.text, query.lang)) for m in given) <= 1:
+        return [Note.of(m) for m in given]
+    scored = scored_statements(query, qvec, given, encode, gate)
+    return [replace(Note.of(m, s), score=score) for score, m, s in scored[:n] if score >= scored[0][0] - window]

@@ -21,6 +21,15 @@ def is_choice_list(sentence: str) -> bool:
     return len(items) >= 3 and all(len(i.split()) <= 8 for i in items)
 
 
+def choices_of(sentence: str) -> tuple[str, ...]:
+    """The alternatives a choice list offers, without a leading label ("Pick one: a; b; c." ->
+    ("a", "b", "c"))."""
+    items = [i.strip() for i in sentence.strip().rstrip(".").split(";")]
+    if items and ":" in items[0]:
+        items[0] = items[0].split(":", 1)[1].strip()
+    return tuple(i for i in items if i)
+
+
 # A last sentence with fewer content terms ("Why?") says too little to be scored alone.
 MIN_FOCUS_TERMS = 2
 
@@ -44,6 +53,8 @@ class Query:
     # The last sentence of a question of several ("<some context>. Which city hosts it?"): the
     # asking part, also scored alone so that the context's words do not hide the subject.
     focus: Query | None = None
+    # The alternatives the question offers, when it lists them: the answer is one of them.
+    choices: tuple[str, ...] = ()
 
     @classmethod
     def build(cls, question: str, df: Mapping[str, int], n_docs: int, lang: Language | None = None) -> Query:
@@ -62,9 +73,11 @@ class Query:
         # The names that say what is asked about are the asking sentence's: a context before it
         # ("<a story about someone>. Which team does he play for?") may name people the memory
         # telling the story never repeats. A question naming nothing is judged on its terms.
-        query = cls(text, ts, focus_names, idf, lang, about=asked)
+        choices = next((choices_of(s) for s in sentences if is_choice_list(s)), ())
+        query = cls(text, ts, focus_names, idf, lang, about=asked, choices=choices)
         if len(asks) > 1 and len(focus_terms) >= MIN_FOCUS_TERMS:
-            query.focus = cls(asking, focus_terms, focus_names, {t: idf[t] for t in focus_terms}, lang, about=asking)
+            query.focus = cls(asking, focus_terms, focus_names, {t: idf[t] for t in focus_terms}, lang, about=asking,
+                              choices=choices)
         return query
 
     @classmethod

@@ -81,7 +81,7 @@ def without_outdated(kb: Any, records: list[Any]) -> list[Any]:
     """`records` less those that `ask` calls outdated when asked the cloze of their own statement
     (a fresher memory read on that question gives another value), so an adapter never learns a
     stale value."""
-    from kupdate.answering.answer import memories_for
+    from kupdate.answering.current import memories_for
     from kupdate.consolidate.dataset import probes_for
 
     probes = probes_for(records)

@@ -25,7 +25,8 @@ def create_app(settings: ServeSettings, *, on_ready: Callable[[ServeSettings], N
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        answers = KBWorker("answer", settings.kb, queue_size=settings.queue_size, warm=warm_models)
+        answers = KBWorker("answer", settings.kb, queue_size=settings.queue_size, warm=warm_models,
+                           max_batch=settings.max_batch, window_s=settings.batch_window_ms / 1000)
         ingests = KBWorker("ingest", settings.kb, queue_size=max(1, settings.queue_size // 4))
         app.state.answers, app.state.ingests = answers, ingests
         try:

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Request
 
 from kupdate.serve.errors import ApiError
 from kupdate.serve.ingest import ingest_records
-from kupdate.serve.jobs import ask_job, run_on
+from kupdate.serve.jobs import answer_on, run_on
 from kupdate.serve.responses import KJSONResponse
 from kupdate.serve.schemas import AskRequest, IngestRequest
 
@@ -29,7 +29,7 @@ async def healthz(request: Request) -> dict[str, Any]:
 async def ask(body: AskRequest, request: Request) -> dict[str, Any]:
     """The `kupdate ask --json` object."""
     options = body.model_dump(exclude={"question"})
-    answer = await run_on(request.app.state.answers, ask_job(body.question, **options))
+    answer = await answer_on(request.app.state.answers, body.question, **options)
     return {k: v for k, v in answer.items() if not k.startswith("_")}
 
 

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
 from kupdate.serve.errors import ApiError
-from kupdate.serve.jobs import ask_job, citations, run_on
+from kupdate.serve.jobs import answer_on, citations
 from kupdate.serve.responses import KJSONResponse, dumps
 from kupdate.serve.schemas import ChatRequest
 
@@ -48,7 +48,7 @@ def check_model(request: Request, model: str) -> None:
 async def chat_completions(body: ChatRequest, request: Request) -> Any:
     check_model(request, body.model)
     question = body.question()
-    answer = await run_on(request.app.state.answers, ask_job(question, max_tokens=body.token_limit()))
+    answer = await answer_on(request.app.state.answers, question, max_tokens=body.token_limit())
     finish = "length" if answer["_tokens"] >= answer["_limit"] else "stop"
     head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": body.model}
     if body.stream:

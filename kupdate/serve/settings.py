@@ -36,11 +36,16 @@ class ServeSettings:
     queue_size: int = 32
     retry_after_s: int = 1
     log_level: str = "warning"
+    # Micro-batching of answers (docs/serve.md): at most `max_batch` questions per model pass, and a
+    # lone request waits at most `batch_window_ms` for others to join it.
+    max_batch: int = 8
+    batch_window_ms: float = 20.0
 
     def __repr__(self) -> str:  # keep the key out of logs and tracebacks
         key = "set" if self.api_key else "none"
         return (f"ServeSettings(kb={str(self.kb)!r}, host={self.host!r}, port={self.port}, api_key={key}, "
-                f"max_body_bytes={self.max_body_bytes}, queue_size={self.queue_size})")
+                f"max_body_bytes={self.max_body_bytes}, queue_size={self.queue_size}, max_batch={self.max_batch}, "
+                f"batch_window_ms={self.batch_window_ms:g})")
 
     @property
     def model_name(self) -> str:
@@ -50,7 +55,7 @@ class ServeSettings:
     @classmethod
     def build(cls, kb: str | Path | None = None, *, host: str = "127.0.0.1", port: int = 8000,
               api_key_env: str | None = None, max_body_mb: float = 2.0, queue_size: int = 32,
-              log_level: str = "warning") -> ServeSettings:
+              log_level: str = "warning", max_batch: int = 8, batch_window_ms: float = 20.0) -> ServeSettings:
         """Settings from command-line values; the API key is read from the environment variable
         `api_key_env` (default KUPDATE_API_KEY). Raises ConfigError when binding beyond this machine
         without a key, or when a named variable is unset."""
@@ -67,5 +72,7 @@ class ServeSettings:
             raise ConfigError(f"--port must be between 0 and 65535, got {port}")
         if max_body_mb <= 0 or queue_size < 1:
             raise ConfigError("--max-body-mb must be positive and --queue-size at least 1")
+        if max_batch < 1 or not 0 <= batch_window_ms <= 1000:
+            raise ConfigError("max_batch must be at least 1 and batch_window_ms between 0 and 1000")
         return cls(paths.resolve_kb(kb), host, port, key, int(max_body_mb * 1_000_000), queue_size,
-                   log_level=log_level)
+                   log_level=log_level, max_batch=max_batch, batch_window_ms=batch_window_ms)
