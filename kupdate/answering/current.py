@@ -34,6 +34,8 @@ def rivals(kb: Any, query: Query, qvec: Any, memories: list[Memory], threshold: 
     if not chosen:
         return []
     scored = scored_statements(query, qvec, chosen, kb.embedder.encode, cfg.gate)
+    if not scored:
+        return []
     top = scored[0][0]
     out = []
     for m in chosen:
