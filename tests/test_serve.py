@@ -346,7 +346,7 @@ def test_asks_waiting_together_are_answered_in_one_batch_each_as_alone(app_clien
 
 def test_a_batch_that_fails_as_a_whole_fails_only_its_bad_request(app_client, monkeypatch):
     from kupdate import KnowledgeBase
-    from kupdate.answering import batch
+    from kupdate.answering import answer as batch
     from kupdate.serve import jobs
 
     real_ask = KnowledgeBase.ask
