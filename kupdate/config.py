@@ -131,7 +131,12 @@ class ConsolidationConfig:
     rank: int = _f(8, "LoRA rank of the domain adapters.")
     alpha: float = _f(16.0, "LoRA alpha (scaling = alpha / rank).")
     learning_rate: float = _f(5e-3, "AdamW learning rate of the adapter entries inside the mask.")
-    epochs: int = _f(8, "Passes over the domain's training set.")
+    epochs: int = _f(8, "Most passes over the domain's training set.")
+    min_epochs: int = _f(2, "Passes made before training may stop early.")
+    stop_recall: float = _f(
+        0.96, "Training stops after a pass once this share of the facts' own clozes is reproduced "
+        "token for token (greedy, teacher-forced); 0: always make every pass.")
+    schedule: str = _f("cosine", "Learning-rate schedule over the planned steps: 'cosine' (down to a tenth) or 'constant'.")
     batch_size: int = _f(16, "Training examples per step.")
     kl_teacher: float = _f(0.5, "Weight of KL to the teacher (the model with the memory in context).")
     kl_replay: float = _f(1.0, "Weight of KL to the base model on replayed exemplars.")
@@ -148,6 +153,10 @@ class ConsolidationConfig:
             raise ConfigError("consolidation.learning_rate must be > 0; kl_teacher, kl_replay, replay >= 0")
         if not 0 <= self.min_locality <= 1:
             raise ConfigError("consolidation.min_locality must be in [0, 1]")
+        if not 0 <= self.stop_recall <= 1 or self.min_epochs < 1:
+            raise ConfigError("consolidation.stop_recall must be in [0, 1] and consolidation.min_epochs >= 1")
+        if self.schedule not in ("cosine", "constant"):
+            raise ConfigError(f"consolidation.schedule must be 'cosine' or 'constant', got {self.schedule!r}")
         parse_duration(self.min_interval, where="consolidation.min_interval")
 
 

@@ -168,3 +168,27 @@ def test_a_stale_statement_is_not_trained_only_its_fresher_version(learner, tmp_
     trained = [r.text for r in learner.store.get(report["records"])]
     assert trained == ["Veltrane Robotics is led by CEO Tomas Greel."]
     assert report["data"]["records"] == 1
+
+
+def test_training_stops_once_the_facts_are_recalled_and_runs_every_pass_when_told(learner, tmp_path):
+    ingest(learner, tmp_path, "orgs")
+    learner.config.consolidation.stop_recall = 0.5  # the tiny model gets one of its two facts early
+    [early] = learner.consolidate("orgs").reports
+    t = early["training"]
+    # 40 passes are allowed; training ends with the pass after which half the facts' own clozes
+    # come back token for token, and the report says so.
+    assert t["epochs"] < 40 and t["recalled_per_epoch"][-1] >= 0.5 > max(t["recalled_per_epoch"][:-1], default=0)
+    assert early["status"] == "promoted", early["decision"]
+    learner.config.consolidation.stop_recall, learner.config.consolidation.epochs = 0.0, 6
+    [full] = learner.consolidate("orgs", force=True).reports
+    assert full["training"]["epochs"] == 6 and full["training"]["recalled_per_epoch"] == []
+
+
+def test_the_cosine_schedule_falls_to_a_tenth_and_constant_stays_put():
+    from kupdate.consolidate.train import lr_factor
+
+    assert lr_factor("cosine", 0, 100) == pytest.approx(1.0)
+    assert lr_factor("cosine", 50, 100) == pytest.approx(0.55)
+    assert lr_factor("cosine", 100, 100) == pytest.approx(0.1)
+    assert lr_factor("cosine", 30, 100) > lr_factor("cosine", 60, 100)
+    assert {lr_factor("constant", s, 100) for s in (0, 50, 100)} == {1.0}

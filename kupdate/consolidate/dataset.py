@@ -64,6 +64,10 @@ class Example:
     kind: str  # "statement" | "question" | "replay"
     soft: tuple[Any, Any] | None = None  # (top-k ids [T, K], log-probs [T, K]) per target token
     teacher: list[int] | None = None  # teacher input ids (memory prompt) for questions
+    # Of the fact's own cloze: how many target tokens, through the end of the answer, greedy
+    # decoding must give back (0: not checked). Training stops early once they come back
+    # (`train.reproduced`).
+    check: int = 0
 
 
 @dataclass
@@ -206,6 +210,7 @@ def build(llm: Any, records: Sequence[Any], exemplars: Sequence[Any], *, copy_mi
     pool = context_pool(exemplars)
     examples: list[Example] = []
     asked: list[tuple[str, str, str, Any]] = []  # (question, statement, cloze answer, record)
+    cloze_at: set[int] = set()
     facts = [(r, s, (f"{r.subject} {r.relation}", r.object) if r.subject and r.object else cloze(s))
              for r in records for s in statements(r)]
     about = [r.subject or (subject_of(c[0]) if c else None) or "" for r, _, c in facts]
@@ -218,6 +223,7 @@ def build(llm: Any, records: Sequence[Any], exemplars: Sequence[Any], *, copy_mi
         examples.append(Example(body[:1], body[1:], "statement"))
         if c:
             picked = rng.sample(pool, min(CONTEXTS_PER_STATEMENT + 1, len(pool)))
+            cloze_at.add(len(asked))  # the first form asked is the cloze itself
             asked += [(q, s, c[1], r) for q in questions(c[0], picked[:CONTEXTS_PER_STATEMENT])]
             mine = written.get(subj, [])
             # One written question after unrelated text too, as paraphrases often come.
@@ -229,15 +235,16 @@ def build(llm: Any, records: Sequence[Any], exemplars: Sequence[Any], *, copy_mi
     answers = _teacher_answers(llm, teacher_prompts, [s for _, s, _, _ in asked], copy_mix=copy_mix,
                                max_new_tokens=max_new_tokens, batch_size=batch_size)
     from_teacher = 0
-    for (q, s, want, _r), tp, a in zip(asked, teacher_prompts, answers):
+    for i, ((q, s, want, _r), tp, a) in enumerate(zip(asked, teacher_prompts, answers)):
         full = f"{tp.prefill} {a}".strip() if tp.prefill else a
         if hits(full, want):
             from_teacher += 1
         else:
             full = s
         target = ids(full) + eos
+        check = _through(full, want, ids) if i in cloze_at else 0
         examples.append(Example(ids(base_prompt(tok, q).text), target, "question",
-                                teacher=ids(tp.text)))
+                                teacher=ids(tp.text), check=check))
     chosen = rng.sample(list(exemplars), min(replay, len(exemplars)))
     for e in chosen:
         base_answer = (e.meta or {}).get("base_answer")
@@ -248,6 +255,12 @@ def build(llm: Any, records: Sequence[Any], exemplars: Sequence[Any], *, copy_mi
              "written_questions": sum(map(len, written.values())), "teacher_answers_used": from_teacher,
              "replay": sum(x.kind == "replay" for x in examples), "examples": len(examples), "target_tokens": sum(len(x.target_ids) for x in examples)}
     return TrainingSet(examples, probes_for(records), stats)
+
+
+def _through(text: str, want: str, ids: Any) -> int:
+    """How many tokens of `text` run through the end of `want` (all of them when it is absent)."""
+    at = text.lower().find(want.lower())
+    return len(ids(text[: at + len(want)] if at >= 0 else text))
 
 
 def _teacher_answers(llm: Any, prompts: list[Any], sources: list[str], *, copy_mix: float,
@@ -265,18 +278,15 @@ def _soft_targets(llm: Any, examples: list[Example], *, batch_size: int) -> None
     example's target tokens, teacher-forced, with any adapter switched off."""
     import torch
 
-    from kupdate.consolidate.train import adapters_off, pad_batch, target_logits
+    from kupdate.consolidate.train import adapters_off, target_batch, target_logits
 
     model = llm.model
     with torch.no_grad(), adapters_off(model):
         for i in range(0, len(examples), batch_size):
             batch = examples[i : i + batch_size]
             heads = [x.teacher if x.teacher is not None else x.prompt_ids for x in batch]
-            input_ids, attn, _ = pad_batch([(h, x.target_ids) for h, x in zip(heads, batch)],
-                                           pad=_pad_id(llm.tokenizer), device=llm.device)
-            rows = torch.cat([torch.full((len(x.target_ids),), r) for r, x in enumerate(batch)]).to(llm.device)
-            cols = torch.cat([torch.arange(len(h) - 1, len(h) - 1 + len(x.target_ids))
-                              for h, x in zip(heads, batch)]).to(llm.device)
+            input_ids, attn, rows, cols = target_batch([(h, x.target_ids) for h, x in zip(heads, batch)],
+                                                       pad=_pad_id(llm.tokenizer), device=llm.device)
             top = torch.topk(torch.log_softmax(target_logits(model, input_ids, attn, rows, cols).float(), -1),
                              TOP_K, dim=-1)
             offset = 0

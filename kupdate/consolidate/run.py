@@ -191,7 +191,7 @@ def consolidate_domain(kb: Any, domain: str, records: list[Any], *, progress: bo
     except BaseException:
         served.unload(name)
         raise
-    say(f"trained {result.steps} steps in {result.seconds:.0f} s; measuring the candidate")
+    say(f"trained {result.steps} steps ({result.epochs} passes) in {result.seconds:.0f} s; measuring the candidate")
     return judge(kb, Candidate(domain, version, folder, records, tset.probes, tset.stats, result, before,
                                seconds, start, sorted(others), str(kb.llm.device)), exemplars)
 
@@ -236,8 +236,10 @@ def judge(kb: Any, c: Candidate, exemplars: list[Any]) -> dict[str, Any]:
         "losses": {"first": result.losses[0] if result.losses else None,
                    "last": result.losses[-1] if result.losses else None,
                    "per_step": result.losses},
-        "training": {"steps": result.steps, "tokens": result.tokens,
-                     "tokens_per_s": round(result.tokens_per_s, 1)},
+        "training": {"steps": result.steps, "epochs": result.epochs, "tokens": result.tokens,
+                     "tokens_per_s": round(result.tokens_per_s, 1),
+                     "examples_per_s": round(result.examples / result.seconds, 2) if result.seconds else 0.0,
+                     "recalled_per_epoch": result.recalled},
         "metrics": {"before": c.before, "after": after},
         "decision": {"promoted": promote, "reason": reason},
         "seconds": {k: round(v, 2) for k, v in c.seconds.items()},

@@ -30,6 +30,10 @@ class TrainResult:
     steps: int = 0
     tokens: int = 0
     seconds: float = 0.0
+    epochs: int = 0
+    # Per pass checked: the share of the facts' own clozes reproduced (early stopping).
+    recalled: list[float] = field(default_factory=list)
+    examples: int = 0
 
     @property
     def tokens_per_s(self) -> float:
@@ -59,6 +63,17 @@ def pad_batch(pairs: Sequence[tuple[list[int], list[int]]], *, pad: int, device:
         labels.append([-100] * len(p) + t + [-100] * (width - n))
     as_t = lambda x: torch.tensor(x, device=device)  # noqa: E731
     return as_t(ids), as_t(attn), as_t(labels)
+
+
+def target_batch(pairs: Sequence[tuple[list[int], list[int]]], *, pad: int, device: Any) -> tuple[Any, Any, Any, Any]:
+    """`pad_batch`'s ids and mask, with the (row, column) of the position predicting each target
+    token, all rows' targets in order (for `target_logits`)."""
+    import torch
+
+    input_ids, attn, _ = pad_batch(pairs, pad=pad, device=device)
+    rows = torch.cat([torch.full((len(t),), r) for r, (_, t) in enumerate(pairs)]).to(device)
+    cols = torch.cat([torch.arange(len(p) - 1, len(p) - 1 + len(t)) for p, t in pairs]).to(device)
+    return input_ids, attn, rows, cols
 
 
 def lora_config(cfg: Any, modules: Sequence[str]) -> Any:
@@ -173,17 +188,28 @@ class Trainer:
                 opt = torch.optim.AdamW(list(self.params.values()), lr=cfg.learning_rate, weight_decay=0.0)
                 n_epochs = epochs or cfg.epochs
                 total = n_epochs * math.ceil(len(self.facts) / cfg.batch_size)
+                sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(cfg.schedule, step, total))
+                checks = [x for x in self.facts if x.check]
                 bar = tqdm(total=total, desc=f"consolidate {self.name}", unit="step", disable=not progress,
                            leave=False)
                 start = time.perf_counter()
-                for _ in range(n_epochs):
+                for epoch in range(n_epochs):
                     for batch in _batches(self.facts, self.replay, cfg.batch_size, self.per_step, self.rng):
                         loss, tokens = _step(model, opt, batch, cfg, self.pad, llm.device)
+                        sched.step()
                         result.losses.append(round(loss, 4))
                         result.tokens += tokens
                         result.steps += 1
+                        result.examples += len(batch)
                         bar.update(1)
-                        bar.set_postfix(loss=f"{loss:.3f}")
+                        rate = result.examples / max(time.perf_counter() - start, 1e-9)
+                        bar.set_postfix(loss=f"{loss:.3f}", ex_s=f"{rate:.1f}")
+                    result.epochs = epoch + 1
+                    if cfg.stop_recall > 0 and checks and result.epochs >= min(cfg.min_epochs, n_epochs):
+                        result.recalled.append(round(reproduced(model, checks, self.pad, llm.device,
+                                                                cfg.batch_size), 4))
+                        if result.recalled[-1] >= cfg.stop_recall:
+                            break
                 if llm.device != "cpu" and torch.cuda.is_available():
                     torch.cuda.synchronize()
                 result.seconds = time.perf_counter() - start
@@ -192,6 +218,40 @@ class Trainer:
                 for h in handles:
                     h.remove()
         return result
+
+
+def lr_factor(schedule: str, step: int, total: int) -> float:
+    """The learning rate's multiplier after `step` of `total` planned steps: 1 throughout
+    ('constant'), or a half cosine from 1 down to 0.1 ('cosine')."""
+    if schedule == "constant" or total <= 1:
+        return 1.0
+    return 0.1 + 0.45 * (1 + math.cos(math.pi * min(step, total) / total))
+
+
+def reproduced(model: Any, examples: Sequence[Any], pad: int, device: Any, batch_size: int) -> float:
+    """The share of `examples` whose first `check` target tokens (through the end of the answer)
+    are each the model's greedy choice after the tokens before them (teacher-forced): what greedy
+    decoding would give back, in one forward pass per batch instead of a generation. The model is
+    left in the mode it was in."""
+    import torch
+
+    was_training = model.training
+    model.eval()
+    hits = 0
+    try:
+        with torch.no_grad():
+            for i in range(0, len(examples), batch_size):
+                batch = examples[i : i + batch_size]
+                input_ids, attn, rows, cols = target_batch([(x.prompt_ids, x.target_ids) for x in batch], pad=pad,
+                                                           device=device)
+                best = target_logits(model, input_ids, attn, rows, cols).argmax(-1).tolist()
+                offset = 0
+                for x in batch:
+                    hits += best[offset : offset + x.check] == list(x.target_ids[: x.check])
+                    offset += len(x.target_ids)
+    finally:
+        model.train(was_training)
+    return hits / len(examples) if examples else 0.0
 
 
 def _batches(facts: list[Any], replay: list[Any], size: int, per_step: int, rng: random.Random,
@@ -234,10 +294,7 @@ def target_logits(model: Any, input_ids: Any, attn: Any, rows: Any, cols: Any) -
 def _step(model: Any, opt: Any, batch: list[Any], cfg: Any, pad: int, device: Any) -> tuple[float, int]:
     import torch
 
-    input_ids, attn, _ = pad_batch([(x.prompt_ids, x.target_ids) for x in batch], pad=pad, device=device)
-    rows = torch.cat([torch.full((len(x.target_ids),), i) for i, x in enumerate(batch)]).to(device)
-    cols = torch.cat([torch.arange(len(x.prompt_ids) - 1, len(x.prompt_ids) - 1 + len(x.target_ids))
-                      for x in batch]).to(device)
+    input_ids, attn, rows, cols = target_batch([(x.prompt_ids, x.target_ids) for x in batch], pad=pad, device=device)
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if str(device).startswith("cuda")
                 else contextlib.nullcontext())
     with autocast:

@@ -1,0 +1,205 @@
+"""Consolidation at scale: CounterFact facts in sequential rounds, recall and locality per round.
+
+    python benchmarks/consolidate_scale.py --n 50 --compare          # the 50-fact check, before/after
+    python benchmarks/consolidate_scale.py --n 500 --rounds 5        # 5 rounds of 100 on this CPU
+    python benchmarks/consolidate_scale.py --device cuda --n 10000 --rounds 10   # on one GPU
+
+The first --n CounterFact-edit records (read by path from ../shared/data/counterfact-edit.json) are
+split into --rounds equal rounds. Each round's records are ingested into domain `cf` (as
+`prompt + " " + target_new + "."` with held-out checks, as in consolidate_counterfact.py) and the
+domain is consolidated at once (`kb.consolidate("cf", force=True)`), so every round trains on all
+the domain's facts so far. After each round, with the memory shut (the adapter as served): fresh
+recall on every fact so far (`prompt`), paraphrase recall (`rephrase_prompt`), locality (exemplars
+and `locality_prompt`s) from the consolidation's report, and the recall of round 1's facts.
+Forgetting = round 1's recall at the end minus right after round 1.
+
+Settings (each on its own copy of one freshly made KB, so all share the exemplars):
+- `default`: the configuration as shipped;
+- `before` (with --compare): the consolidation settings before the speed work (8 passes at a constant
+  learning rate, no early stop), on the same records in the same run, for the wall-time ratio.
+
+Writes <out>/results.json (config, environment, every round's report figures), <out>/table.md and
+<out>/consolidate_scale.png (recall and locality against the number of facts).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from consolidate_counterfact import DEFAULT_DATA, ROOT, write_domain  # noqa: E402
+
+DOMAIN = "cf"
+# The consolidation settings of the code before early stopping and the schedule were added.
+BEFORE = {"epochs": 8, "schedule": "constant", "stop_recall": 0.0}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    p.add_argument("--data", default=str(DEFAULT_DATA))
+    p.add_argument("--n", type=int, default=50, help="CounterFact records in all")
+    p.add_argument("--rounds", type=int, default=1, help="sequential rounds (records split evenly)")
+    p.add_argument("--compare", action="store_true", help="also run the settings before the speed work")
+    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: the KB's, auto)")
+    p.add_argument("--out", default=None, help="output folder (default benchmarks/results/consolidate_scale/<time>)")
+    return p.parse_args(argv)
+
+
+def environment() -> dict:
+    import torch
+
+    env = {"python": platform.python_version(), "torch": torch.__version__, "cpus": os.cpu_count(),
+           "machine": platform.machine()}
+    if torch.cuda.is_available():
+        env["gpu"] = torch.cuda.get_device_name(0)
+    return env
+
+
+def figure(r: dict | None) -> float | None:
+    return None if r is None else r["value"]
+
+
+def run_setting(name: str, template: Path, out: Path, rounds: list[list[dict]], overrides: dict,
+                device: str | None) -> dict:
+    """Every round ingested and consolidated on a copy of `template`; the figures per round."""
+    from kupdate import KnowledgeBase
+    from kupdate.config import dump_config
+    from kupdate.consolidate import dataset, evaluate
+    from kupdate.consolidate.run import current_records
+
+    path = out / f"kb-{name}"
+    shutil.rmtree(path, ignore_errors=True)
+    shutil.copytree(template, path)
+    kb = KnowledgeBase.open(path, **({"device": device} if device else {}))
+    for key, value in overrides.items():
+        setattr(kb.config.consolidation, key, value)
+    (path / "kupdate.toml").write_text(dump_config(kb.config), encoding="utf-8")
+    start, rows, first_ids = time.perf_counter(), [], None
+    done = 0
+    for i, records in enumerate(rounds, 1):
+        kb.ingest([write_domain(out / f"{name}-round-{i}.jsonl", records, DOMAIN)])
+        t = time.perf_counter()
+        [report] = kb.consolidate(DOMAIN, force=True, progress=True).reports
+        seconds = time.perf_counter() - t
+        done += len(records)
+        after = report["metrics"]["after"]
+        current = current_records(kb)[DOMAIN]
+        if first_ids is None:
+            first_ids = {r.id for r in current}
+            first_recall = figure(after["fresh_recall"])
+        else:
+            first = [r for r in current if r.id in first_ids]
+            again = evaluate.measure(kb, dataset.probes_for(first), first, [])
+            first_recall = figure(again["fresh_recall"])
+        training = report.get("training", {})
+        rows.append({"round": i, "facts": done, "status": report["status"], "seconds": round(seconds, 1),
+                     "phases": report["seconds"], "fresh_recall": after["fresh_recall"],
+                     "paraphrase_recall": after.get("paraphrase_recall"), "locality": after["locality"],
+                     "round1_recall": first_recall, "epochs": training.get("epochs"),
+                     "examples_per_s": training.get("examples_per_s"),
+                     "recalled_per_epoch": training.get("recalled_per_epoch"), "data": report["data"]})
+        print(f"[consolidate_scale] {name} round {i}: {done} facts, {seconds:.0f} s, fresh "
+              f"{figure(after['fresh_recall']):.2f}, locality {figure(after['locality']):.2f}", file=sys.stderr)
+    wall = time.perf_counter() - start
+    kb.close()
+    return {"overrides": overrides, "rounds": rows, "wall_seconds": round(wall, 1),
+            "forgetting": round(rows[-1]["round1_recall"] - rows[0]["round1_recall"], 4) if len(rows) > 1 else None}
+
+
+def peak_memory() -> dict:
+    import torch
+
+    out = {"rss_max_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+    if torch.cuda.is_available():
+        out["cuda_max_allocated_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return out
+
+
+def table(results: dict) -> str:
+    def rate(r: dict | None) -> str:
+        return "-" if r is None else f"{r['value']:.2f} [{r['low']:.2f}, {r['high']:.2f}]"
+
+    lines = ["| setting | round | facts | status | passes | examples/s | seconds | fresh recall | paraphrase | "
+             "locality | round-1 recall |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, s in results["settings"].items():
+        for r in s["rounds"]:
+            lines.append(f"| {name} | {r['round']} | {r['facts']} | {r['status']} | {r['epochs']} | "
+                         f"{r['examples_per_s']} | {r['seconds']:.0f} | {rate(r['fresh_recall'])} | "
+                         f"{rate(r['paraphrase_recall'])} | {rate(r['locality'])} | {r['round1_recall']:.2f} |")
+    notes = []
+    for name, s in results["settings"].items():
+        forget = "" if s["forgetting"] is None else f", forgetting (round-1 recall, end minus after round 1) {s['forgetting']:+.2f}"
+        notes.append(f"- {name}: {s['wall_seconds']:.0f} s wall for every round{forget}")
+    if "before" in results["settings"] and "default" in results["settings"]:
+        ratio = results["settings"]["default"]["wall_seconds"] / results["settings"]["before"]["wall_seconds"]
+        notes.append(f"- wall time default / before: **{ratio:.2f}**")
+    mem = results["peak_memory"]
+    notes.append(f"- peak memory: {mem['rss_max_mb']:.0f} MB resident"
+                 + (f", {mem['cuda_max_allocated_mb']:.0f} MB on the GPU" if "cuda_max_allocated_mb" in mem else ""))
+    return "\n".join(lines) + "\n\nMemory shut, adapter as served; 95% Wilson intervals.\n\n" + "\n".join(notes) + "\n"
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for name, s in results["settings"].items():
+        x = [r["facts"] for r in s["rounds"]]
+        for key, style in (("fresh_recall", "o-"), ("paraphrase_recall", "s--"), ("locality", "^:")):
+            y = [figure(r[key]) for r in s["rounds"]]
+            if all(v is not None for v in y):
+                ax.plot(x, y, style, label=f"{name}: {key.replace('_', ' ')}")
+    ax.set_xlabel("facts consolidated (domain cf)")
+    ax.set_ylabel("rate, memory shut")
+    ax.set_ylim(0, 1.05)
+    ax.legend(fontsize=7)
+    ax.set_title("Consolidation: recall and locality against facts")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.n < args.rounds or args.rounds < 1:
+        print("error: --n must be at least --rounds, and --rounds at least 1", file=sys.stderr)
+        return 1
+    from kupdate import KnowledgeBase
+
+    out = Path(args.out or ROOT / "benchmarks" / "results" / "consolidate_scale" / time.strftime("%Y%m%d-%H%M%S"))
+    out.mkdir(parents=True, exist_ok=True)
+    data = json.loads(Path(args.data).read_text(encoding="utf-8"))[: args.n]
+    per = len(data) // args.rounds
+    rounds = [data[i * per : (i + 1) * per if i < args.rounds - 1 else len(data)] for i in range(args.rounds)]
+    template = out / "kb-template"
+    shutil.rmtree(template, ignore_errors=True)
+    KnowledgeBase.init(template, device=args.device, progress=True).close()
+    settings = {"before": BEFORE} if args.compare else {}
+    settings["default"] = {}
+    results = {"config": vars(args), "environment": environment(), "settings": {}}
+    for name, overrides in settings.items():
+        results["settings"][name] = run_setting(name, template, out, rounds, overrides, args.device)
+        (out / "results.json").write_text(json.dumps(results, indent=2))
+    results["peak_memory"] = peak_memory()
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    text = table(results)
+    (out / "table.md").write_text(text)
+    plot(results, out / "consolidate_scale.png")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
