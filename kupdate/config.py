@@ -134,8 +134,8 @@ class ConsolidationConfig:
     epochs: int = _f(8, "Most passes over the domain's training set.")
     min_epochs: int = _f(2, "Passes made before training may stop early.")
     stop_recall: float = _f(
-        0.96, "Training stops after a pass once this share of the facts' own clozes is reproduced "
-        "token for token (greedy, teacher-forced); 0: always make every pass.")
+        0.96, "Training stops after a pass once this share of the facts' own clozes, asked of the "
+        "student (greedy), give the fact's value; 0: always make every pass.")
     schedule: str = _f("cosine", "Learning-rate schedule over the planned steps: 'cosine' (down to a tenth) or 'constant'.")
     batch_size: int = _f(16, "Training examples per step.")
     kl_teacher: float = _f(0.5, "Weight of KL to the teacher (the model with the memory in context).")

@@ -305,7 +305,7 @@ def test_stale_fresh_script_small_run(tmp_path, exemplars_file):
     out = tmp_path / "bench"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, str(ROOT / "benchmarks" / "stale_fresh.py"), "--dataset", "counterfact,synthetic",
-           "--n", "20", "--synthetic-n", "10", "--rounds", "2", "--modes", "base,gated_rag", "--exemplars", str(exemplars_file),
+           "--n", "12", "--synthetic-n", "6", "--rounds", "2", "--modes", "base,gated_rag", "--exemplars", str(exemplars_file),
            "--check-batch", "2", "--out", str(out), "--no-progress"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1500, env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
@@ -313,7 +313,7 @@ def test_stale_fresh_script_small_run(tmp_path, exemplars_file):
                  "counterfact-curve.png", "synthetic-metrics.png", "synthetic-curve.png"):
         assert (out / name).stat().st_size > 0, name
     data = json.loads((out / "results.json").read_text())
-    assert data["config"]["n"] == {"counterfact": 20, "synthetic": 10} and "environment" in data
+    assert data["config"]["n"] == {"counterfact": 12, "synthetic": 6} and "environment" in data
     for name, result in data["datasets"].items():
         _assert_rates(result["metrics"])
         m = result["metrics"]

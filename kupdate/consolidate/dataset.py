@@ -64,10 +64,9 @@ class Example:
     kind: str  # "statement" | "question" | "replay"
     soft: tuple[Any, Any] | None = None  # (top-k ids [T, K], log-probs [T, K]) per target token
     teacher: list[int] | None = None  # teacher input ids (memory prompt) for questions
-    # Of the fact's own cloze: how many target tokens, through the end of the answer, greedy
-    # decoding must give back (0: not checked). Training stops early once they come back
-    # (`train.reproduced`).
-    check: int = 0
+    # Of the fact's own cloze: (the question's prompt, the answer it must give). Training stops
+    # early once enough of them come back (`train.recalled`).
+    check: tuple[Any, str] | None = None
 
 
 @dataclass
@@ -242,9 +241,9 @@ def build(llm: Any, records: Sequence[Any], exemplars: Sequence[Any], *, copy_mi
         else:
             full = s
         target = ids(full) + eos
-        check = _through(full, want, ids) if i in cloze_at else 0
-        examples.append(Example(ids(base_prompt(tok, q).text), target, "question",
-                                teacher=ids(tp.text), check=check))
+        asking = base_prompt(tok, q)
+        examples.append(Example(ids(asking.text), target, "question", teacher=ids(tp.text),
+                                check=(asking, want) if i in cloze_at else None))
     chosen = rng.sample(list(exemplars), min(replay, len(exemplars)))
     for e in chosen:
         base_answer = (e.meta or {}).get("base_answer")
@@ -255,12 +254,6 @@ def build(llm: Any, records: Sequence[Any], exemplars: Sequence[Any], *, copy_mi
              "written_questions": sum(map(len, written.values())), "teacher_answers_used": from_teacher,
              "replay": sum(x.kind == "replay" for x in examples), "examples": len(examples), "target_tokens": sum(len(x.target_ids) for x in examples)}
     return TrainingSet(examples, probes_for(records), stats)
-
-
-def _through(text: str, want: str, ids: Any) -> int:
-    """How many tokens of `text` run through the end of `want` (all of them when it is absent)."""
-    at = text.lower().find(want.lower())
-    return len(ids(text[: at + len(want)] if at >= 0 else text))
 
 
 def _teacher_answers(llm: Any, prompts: list[Any], sources: list[str], *, copy_mix: float,

@@ -21,6 +21,8 @@ from kupdate.consolidate import masks as masks_mod
 
 TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 WARMUP_STEPS = 4
+CHECK_TOKENS = 24  # new tokens per answer when checking whether the facts come back
+CHECK_BATCH = 32  # questions per generation call of that check
 
 
 @dataclass
@@ -189,7 +191,7 @@ class Trainer:
                 n_epochs = epochs or cfg.epochs
                 total = n_epochs * math.ceil(len(self.facts) / cfg.batch_size)
                 sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(cfg.schedule, step, total))
-                checks = [x for x in self.facts if x.check]
+                checks = [x for x in self.facts if x.check is not None]
                 bar = tqdm(total=total, desc=f"consolidate {self.name}", unit="step", disable=not progress,
                            leave=False)
                 start = time.perf_counter()
@@ -206,8 +208,7 @@ class Trainer:
                         bar.set_postfix(loss=f"{loss:.3f}", ex_s=f"{rate:.1f}")
                     result.epochs = epoch + 1
                     if cfg.stop_recall > 0 and checks and result.epochs >= min(cfg.min_epochs, n_epochs):
-                        result.recalled.append(round(reproduced(model, checks, self.pad, llm.device,
-                                                                cfg.batch_size), 4))
+                        result.recalled.append(round(recalled(llm, checks, CHECK_BATCH), 4))
                         if result.recalled[-1] >= cfg.stop_recall:
                             break
                 if llm.device != "cpu" and torch.cuda.is_available():
@@ -228,30 +229,25 @@ def lr_factor(schedule: str, step: int, total: int) -> float:
     return 0.1 + 0.45 * (1 + math.cos(math.pi * min(step, total) / total))
 
 
-def reproduced(model: Any, examples: Sequence[Any], pad: int, device: Any, batch_size: int) -> float:
-    """The share of `examples` whose first `check` target tokens (through the end of the answer)
-    are each the model's greedy choice after the tokens before them (teacher-forced): what greedy
-    decoding would give back, in one forward pass per batch instead of a generation. The model is
-    left in the mode it was in."""
-    import torch
+def recalled(llm: Any, examples: Sequence[Any], batch_size: int) -> float:
+    """The share of `examples` whose question (`check`: its prompt and answer), asked of the model
+    as it is now with greedy decoding, is answered with the fact's value: what the evaluation
+    measures, on training questions (never the held-out checks). The model is left in the mode it
+    was in."""
+    from kupdate.answering.decoding import generate
+    from kupdate.text import hits
 
+    model = llm.model
     was_training = model.training
     model.eval()
-    hits = 0
     try:
-        with torch.no_grad():
-            for i in range(0, len(examples), batch_size):
-                batch = examples[i : i + batch_size]
-                input_ids, attn, rows, cols = target_batch([(x.prompt_ids, x.target_ids) for x in batch], pad=pad,
-                                                           device=device)
-                best = target_logits(model, input_ids, attn, rows, cols).argmax(-1).tolist()
-                offset = 0
-                for x in batch:
-                    hits += best[offset : offset + x.check] == list(x.target_ids[: x.check])
-                    offset += len(x.target_ids)
+        got: list[str] = []
+        for i in range(0, len(examples), batch_size):
+            got += generate(llm, [x.check[0] for x in examples[i : i + batch_size]], max_new_tokens=CHECK_TOKENS,
+                            first_line=True)
     finally:
         model.train(was_training)
-    return hits / len(examples) if examples else 0.0
+    return sum(hits(a, x.check[1]) for a, x in zip(got, examples)) / len(examples) if examples else 0.0
 
 
 def _batches(facts: list[Any], replay: list[Any], size: int, per_step: int, rng: random.Random,
