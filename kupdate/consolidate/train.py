@@ -33,7 +33,7 @@ class TrainResult:
     tokens: int = 0
     seconds: float = 0.0
     epochs: int = 0
-    # Per pass checked: the share of the facts' own clozes reproduced (early stopping).
+    # Per pass checked: the share of the facts' own clozes answered with their value (early stopping).
     recalled: list[float] = field(default_factory=list)
     examples: int = 0
 
@@ -232,7 +232,7 @@ def lr_factor(schedule: str, step: int, total: int) -> float:
 def recalled(llm: Any, examples: Sequence[Any], batch_size: int) -> float:
     """The share of `examples` whose question (`check`: its prompt and answer), asked of the model
     as it is now with greedy decoding, is answered with the fact's value: what the evaluation
-    measures, on training questions (never the held-out checks). The model is left in the mode it
+    measures, on training questions (never the paraphrases). The model is left in the mode it
     was in."""
     from kupdate.answering.decoding import generate
     from kupdate.text import hits
