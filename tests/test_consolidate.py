@@ -193,3 +193,65 @@ def test_the_cosine_schedule_falls_to_a_tenth_and_constant_stays_put():
     assert lr_factor("cosine", 100, 100) == pytest.approx(0.1)
     assert lr_factor("cosine", 30, 100) > lr_factor("cosine", 60, 100)
     assert {lr_factor("constant", s, 100) for s in (0, 50, 100)} == {1.0}
+
+
+KILL_AFTER_PASS = """
+import os, signal, sys
+from kupdate import KnowledgeBase
+from kupdate.consolidate import resume
+
+save = resume.Partial.save
+
+def save_then_die(self, name, obj):  # a kill right after the state of pass 3 reached the disk
+    save(self, name, obj)
+    if name == "train" and obj["result"]["epochs"] == 3:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+resume.Partial.save = save_then_die
+KnowledgeBase.open(sys.argv[1]).consolidate("orgs")
+"""
+
+
+def test_a_killed_consolidation_continues_from_its_last_pass(learner, tmp_path):
+    import shutil
+    import subprocess
+    import sys
+
+    from kupdate import KnowledgeBase
+
+    ingest(learner, tmp_path, "orgs")
+    learner.config.consolidation.epochs = 10
+    (learner.path / "kupdate.toml").write_text(dump_config(learner.config))
+    shutil.copytree(learner.path, tmp_path / "copy")  # for one uninterrupted run to compare with
+    killed = subprocess.run([sys.executable, "-c", KILL_AFTER_PASS, str(learner.path)], capture_output=True, text=True)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    folder = learner.path / "adapters" / "orgs"
+    assert [p.name for p in folder.iterdir() if p.is_dir()] == ["v0001"]
+    assert (folder / "v0001" / "partial" / "train.pt").is_file() and not (folder / "v0001" / "report.json").exists()
+
+    [resumed] = learner.consolidate("orgs").reports
+    # The same version is finished from pass 4 on: all 10 passes, the saved work then removed.
+    assert resumed["version"] == "v0001" and resumed["status"] in ("promoted", "rejected")
+    t = resumed["training"]
+    assert t["resumed_from_pass"] == 3 and t["epochs"] == 10
+    assert not (folder / "v0001" / "partial").exists()
+    learner.close()
+    # Continuing gives what one uninterrupted run gives: the same losses, step for step.
+    copy = KnowledgeBase.open(tmp_path / "copy")
+    try:
+        [whole] = copy.consolidate("orgs").reports
+    finally:
+        copy.close()
+    assert whole["training"]["resumed_from_pass"] == 0 and whole["training"]["epochs"] == 10
+    assert whole["losses"]["per_step"] == pytest.approx(resumed["losses"]["per_step"], abs=1e-4)
+
+
+def test_saved_work_for_other_records_is_not_continued(learner, tmp_path):
+    from kupdate.consolidate.resume import Partial
+
+    ingest(learner, tmp_path, "orgs")
+    version, folder = learner.adapters.registry.allocate("orgs")  # a killed attempt on other records
+    Partial(folder, "another key").start()
+    [report] = learner.consolidate("orgs").reports
+    assert report["version"] != version and report["training"]["resumed_from_pass"] == 0
+    assert not (folder / "partial").exists()  # it could never be continued: removed

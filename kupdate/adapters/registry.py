@@ -229,6 +229,10 @@ class AdapterRegistry:
             holder.rlock.release()
 
     # -- internals -------------------------------------------------------------------------------
+    def folder(self, domain: str) -> Path:
+        """The folder holding `domain`'s versions (the name is checked first)."""
+        return self._domain_dir(domain)
+
     def _domain_dir(self, domain: str) -> Path:
         if not isinstance(domain, str) or not _DOMAIN.fullmatch(domain):
             raise KupdateError(f"invalid domain name {domain!r}: use up to 100 letters, digits, '-', '_' "

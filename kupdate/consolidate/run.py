@@ -163,37 +163,55 @@ def consolidate_domain(kb: Any, domain: str, records: list[Any], *, progress: bo
     """Train, evaluate and promote or reject a new version of `domain`'s adapter."""
     from kupdate.adapters.serving import adapter_name
     from kupdate.consolidate import dataset, evaluate, masks, train
+    from kupdate.consolidate.resume import Partial, key_of
 
     cfg = kb.config.consolidation
     registry, served = kb.adapters.registry, kb.adapters
     start = time.perf_counter()
-    version, folder = registry.allocate(domain)
+    # A killed consolidation of the same records and settings is continued, not redone (`resume`).
+    key = key_of(kb, domain, records)
+    found = Partial.claim(registry.folder(domain), key)
+    version, folder = found or registry.allocate(domain)
+    partial = Partial(folder, key)
+    partial.start()
     name = adapter_name(domain, version)
     exemplars = kb.exemplars()
     say = progress_say(domain, version, progress)
-    say(f"building the training set from {len(records)} records")
-    t = time.perf_counter()
-    tset = dataset.build(kb.llm, records, exemplars, copy_mix=kb.config.generation.copy_mix,
-                         max_new_tokens=kb.config.generation.max_new_tokens, replay=cfg.replay, seed=cfg.seed,
-                         batch_size=cfg.batch_size)
-    seconds = {"build": time.perf_counter() - t}
-    say(f"{tset.stats['examples']} examples; measuring what serves now")
-    t = time.perf_counter()
-    before = evaluate.measure(kb, tset.probes, records, exemplars)
-    seconds["evaluate_before"] = time.perf_counter() - t
+    if found:
+        say("continuing the unfinished consolidation saved in " + str(partial.folder))
+    seconds = partial.load("seconds") or {}
+    tset = partial.load("tset")
+    if tset is None:
+        say(f"building the training set from {len(records)} records")
+        t = time.perf_counter()
+        tset = dataset.build(kb.llm, records, exemplars, copy_mix=kb.config.generation.copy_mix,
+                             max_new_tokens=kb.config.generation.max_new_tokens, replay=cfg.replay, seed=cfg.seed,
+                             batch_size=cfg.batch_size)
+        seconds["build"] = time.perf_counter() - t
+        partial.save("tset", tset)
+    before = partial.load("before")
+    if before is None:
+        say(f"{tset.stats['examples']} examples; measuring what serves now")
+        t = time.perf_counter()
+        before = evaluate.measure(kb, tset.probes, records, exemplars)
+        seconds["evaluate_before"] = time.perf_counter() - t
+        partial.save("before", before)
+        partial.save("seconds", seconds)
     others = {d: p for d, (_, p) in served.serving().items() if d != domain}
     taken = masks.union(masks.load(p) for p in others.values()) if others else None
     try:
         train.attach(kb.llm, name, cfg)
-        result = train.train(kb.llm, tset.examples, cfg, name=name, taken=taken, progress=progress)
+        result = train.train(kb.llm, tset.examples, cfg, name=name, taken=taken, progress=progress, partial=partial)
         seconds["train"] = result.seconds
         _save_adapter(kb.llm.model, name, folder)
     except BaseException:
         served.unload(name)
         raise
     say(f"trained {result.steps} steps ({result.epochs} passes) in {result.seconds:.0f} s; measuring the candidate")
-    return judge(kb, Candidate(domain, version, folder, records, tset.probes, tset.stats, result, before,
-                               seconds, start, sorted(others), str(kb.llm.device)), exemplars)
+    report = judge(kb, Candidate(domain, version, folder, records, tset.probes, tset.stats, result, before,
+                                 seconds, start, sorted(others), str(kb.llm.device)), exemplars)
+    partial.clear()
+    return report
 
 
 def judge(kb: Any, c: Candidate, exemplars: list[Any]) -> dict[str, Any]:
@@ -239,7 +257,7 @@ def judge(kb: Any, c: Candidate, exemplars: list[Any]) -> dict[str, Any]:
         "training": {"steps": result.steps, "epochs": result.epochs, "tokens": result.tokens,
                      "tokens_per_s": round(result.tokens_per_s, 1),
                      "examples_per_s": round(result.examples / result.seconds, 2) if result.seconds else 0.0,
-                     "recalled_per_epoch": result.recalled},
+                     "recalled_per_epoch": result.recalled, "resumed_from_pass": result.resumed_from},
         "metrics": {"before": c.before, "after": after},
         "decision": {"promoted": promote, "reason": reason},
         "seconds": {k: round(v, 2) for k, v in c.seconds.items()},

@@ -13,7 +13,7 @@ import contextlib
 import math
 import random
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +36,7 @@ class TrainResult:
     # Per pass checked: the share of the facts' own clozes answered with their value (early stopping).
     recalled: list[float] = field(default_factory=list)
     examples: int = 0
+    resumed_from: int = 0  # passes already done by a killed run this one continued (`resume`)
 
     @property
     def tokens_per_s(self) -> float:
@@ -119,11 +120,20 @@ def adapter_params(model: Any, name: str) -> dict[str, Any]:
 
 
 def train(llm: Any, examples: Sequence[Any], cfg: Any, *, name: str, taken: dict[str, Any] | None,
-          masked: bool = True, progress: bool = False, epochs: int | None = None) -> TrainResult:
-    """Train adapter `name` (already attached) on `examples`; returns its mask and figures."""
+          masked: bool = True, progress: bool = False, epochs: int | None = None,
+          partial: Any = None) -> TrainResult:
+    """Train adapter `name` (already attached) on `examples`; returns its mask and figures.
+
+    `partial` (a `resume.Partial`): the state is saved there after every pass, and a state found
+    there (a killed run's) is continued from instead of starting again."""
     trainer = Trainer(llm, examples, cfg, name=name)
-    mask = masks_mod.select(trainer.importance(), cfg.density, taken) if masked else None
-    return trainer.run(mask, progress=progress, epochs=epochs)
+    state = partial.load("train") if partial is not None else None
+    if state is not None:
+        mask = state["mask"]
+    else:
+        mask = masks_mod.select(trainer.importance(), cfg.density, taken) if masked else None
+    save = (lambda s: partial.save("train", s)) if partial is not None else None
+    return trainer.run(mask, progress=progress, epochs=epochs, save=save, state=state)
 
 
 class Trainer:
@@ -174,12 +184,17 @@ class Trainer:
                     p.copy_(self.init[n])
         return scores
 
-    def run(self, mask: dict[str, Any] | None, *, progress: bool = False, epochs: int | None = None) -> TrainResult:
-        """Train under `mask` (None: every entry may change, no warm-up needed)."""
+    def run(self, mask: dict[str, Any] | None, *, progress: bool = False, epochs: int | None = None,
+            save: Callable[[dict[str, Any]], None] | None = None, state: dict[str, Any] | None = None) -> TrainResult:
+        """Train under `mask` (None: every entry may change, no warm-up needed).
+
+        `save`: called with the trainer's state after every pass; `state`: such a state to continue
+        from (its adapter entries, optimizer, schedule, shuffling and figures are restored)."""
         import torch
         from tqdm import tqdm
 
         cfg, llm = self.cfg, self.llm
+        given = mask
         full = mask is None
         if full:
             mask = {n: torch.ones_like(p, dtype=torch.bool) for n, p in self.params.items()}
@@ -192,10 +207,11 @@ class Trainer:
                 total = n_epochs * math.ceil(len(self.facts) / cfg.batch_size)
                 sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(cfg.schedule, step, total))
                 checks = [x for x in self.facts if x.check is not None]
-                bar = tqdm(total=total, desc=f"consolidate {self.name}", unit="step", disable=not progress,
-                           leave=False)
+                done, before = self._restore(state, opt, sched, result) if state is not None else (False, 0.0)
+                bar = tqdm(total=total, initial=result.steps, desc=f"consolidate {self.name}", unit="step",
+                           disable=not progress, leave=False)
                 start = time.perf_counter()
-                for epoch in range(n_epochs):
+                for epoch in range(result.epochs, 0 if done else n_epochs):
                     for batch in _batches(self.facts, self.replay, cfg.batch_size, self.per_step, self.rng):
                         loss, tokens = _step(model, opt, batch, cfg, self.pad, llm.device)
                         sched.step()
@@ -207,18 +223,47 @@ class Trainer:
                         rate = result.examples / max(time.perf_counter() - start, 1e-9)
                         bar.set_postfix(loss=f"{loss:.3f}", ex_s=f"{rate:.1f}")
                     result.epochs = epoch + 1
+                    stop = False
                     if cfg.stop_recall > 0 and checks and result.epochs >= min(cfg.min_epochs, n_epochs):
                         result.recalled.append(round(recalled(llm, checks, CHECK_BATCH), 4))
-                        if result.recalled[-1] >= cfg.stop_recall:
-                            break
+                        stop = result.recalled[-1] >= cfg.stop_recall
+                    if save is not None:
+                        save(self._state(given, opt, sched, result, before + time.perf_counter() - start,
+                                         done=stop or result.epochs == n_epochs))
+                    if stop:
+                        break
                 if llm.device != "cpu" and torch.cuda.is_available():
                     torch.cuda.synchronize()
-                result.seconds = time.perf_counter() - start
+                result.seconds = before + time.perf_counter() - start
                 bar.close()
             finally:
                 for h in handles:
                     h.remove()
         return result
+
+
+    def _state(self, mask: dict[str, Any] | None, opt: Any, sched: Any, result: TrainResult, seconds: float, *,
+               done: bool) -> dict[str, Any]:
+        """Everything `run` needs to continue after the pass just made (see `resume`)."""
+        figures = {k: getattr(result, k) for k in ("losses", "steps", "tokens", "epochs", "recalled", "examples")}
+        return {"mask": mask, "params": {n: p.detach().cpu().clone() for n, p in self.params.items()},
+                "opt": opt.state_dict(), "sched": sched.state_dict(), "rng": self.rng.getstate(),
+                "result": figures, "seconds": seconds, "done": done}
+
+    def _restore(self, state: dict[str, Any], opt: Any, sched: Any, result: TrainResult) -> tuple[bool, float]:
+        """Put a saved state back; returns (training had finished, its seconds of training)."""
+        import torch
+
+        with torch.no_grad():
+            for n, p in self.params.items():
+                p.copy_(state["params"][n].to(p.device, p.dtype))
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        self.rng.setstate(state["rng"])
+        for k, v in state["result"].items():
+            setattr(result, k, v)
+        result.resumed_from = result.epochs
+        return bool(state["done"]), float(state["seconds"])
 
 
 def lr_factor(schedule: str, step: int, total: int) -> float:

@@ -1,0 +1,115 @@
+"""Resuming a killed consolidation where it stopped (docs/consolidation.md, "Resume after a kill").
+
+A domain's consolidation keeps its work, as it goes, in the folder of the version it allocated:
+
+    <kb>/adapters/<domain>/vNNNN/partial/  state.json   what this work is for (the key below)
+                                           tset.pt      the training set, once built
+                                           before.pt    the serving metrics, once measured
+                                           train.pt     after every pass: adapter entries, mask,
+                                                        optimizer, schedule, shuffling, figures
+
+The key is a digest of everything the result depends on: the domain's records (ids, text, dates),
+the consolidation and generation settings and the model. A later consolidation of the domain with
+the same key finds the unfinished version (allocated, no report) and continues from its last
+saved pass instead of starting again; with another key (new records, other settings) it starts a
+new version as before. Every file is written to a temporary name and renamed, so a kill leaves
+either the previous pass's state or the new one, never half a file. The folder goes once the
+version is finished.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+PARTIAL = "partial"
+STATE = "state.json"
+
+
+def key_of(kb: Any, domain: str, records: list[Any]) -> str:
+    """The digest of what a consolidation of `domain` from `records` depends on."""
+    cfg = kb.config
+    what = {
+        "domain": domain,
+        "records": [[r.id, hashlib.sha256(r.text.encode("utf-8")).hexdigest(), r.valid_from] for r in records],
+        "consolidation": asdict(cfg.consolidation),
+        "generation": asdict(cfg.generation),
+        "model": cfg.model,
+    }
+    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode("utf-8")).hexdigest()
+
+
+class Partial:
+    """The saved work of one unfinished version (see the module docstring)."""
+
+    def __init__(self, version_folder: Path, key: str) -> None:
+        self.folder = Path(version_folder) / PARTIAL
+        self.key = key
+
+    @classmethod
+    def claim(cls, domain_folder: Path, key: str) -> tuple[str, Path] | None:
+        """(version, folder) of an unfinished version of this domain saved under `key`, if any.
+        The saved work of other unfinished versions (other records or settings) is removed: it
+        can never be continued. Called under the registry's lock."""
+        from kupdate.adapters.registry import REPORT_NAME
+
+        if not domain_folder.is_dir():
+            return None
+        found = None
+        for folder in sorted(domain_folder.iterdir(), reverse=True):
+            state = folder / PARTIAL / STATE
+            if not state.is_file():
+                continue
+            try:
+                saved = json.loads(state.read_text(encoding="utf-8")).get("key")
+            except (OSError, ValueError):
+                saved = None  # unreadable: cannot be continued
+            if found is None and saved == key and not (folder / REPORT_NAME).exists():
+                found = folder.name, folder
+            else:
+                shutil.rmtree(folder / PARTIAL, ignore_errors=True)
+        return found
+
+    def start(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        _replace(self.folder / STATE, json.dumps({"key": self.key}).encode("utf-8"))
+
+    def save(self, name: str, obj: Any) -> None:
+        """Save `obj` (tensors, dataclasses of this package) as `name`.pt, atomically."""
+        import io
+
+        import torch
+
+        buf = io.BytesIO()
+        torch.save(obj, buf)
+        _replace(self.folder / f"{name}.pt", buf.getvalue())
+
+    def load(self, name: str) -> Any | None:
+        """What `save(name, ...)` wrote, or None. The file is this KB's own work (written above), so
+        it is unpickled in full; a damaged one is ignored and the step is done again."""
+        import torch
+
+        path = self.folder / f"{name}.pt"
+        if not path.is_file():
+            return None
+        try:
+            return torch.load(path, map_location="cpu", weights_only=False)
+        except Exception:  # noqa: BLE001 - a torn or foreign file: redo the step instead of failing
+            return None
+
+    def clear(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _replace(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
