@@ -16,7 +16,9 @@ Forgetting = round 1's recall at the end minus right after round 1.
 Settings (each on its own copy of one freshly made KB, so all share the exemplars):
 - `default`: the configuration as shipped;
 - `before` (with --compare): the consolidation settings before the speed work (8 passes at a constant
-  learning rate, no early stop), on the same records in the same run, for the wall-time ratio.
+  learning rate, no early stop), on the same records in the same run, for the wall-time ratio;
+- `tuned` (with --set KEY=VALUE ...): the defaults with those [consolidation] settings changed.
+`--only` keeps some of them (say `--compare --set learning_rate=0.01 --only before,tuned`).
 
 Writes <out>/results.json (config, environment, every round's report figures), <out>/table.md and
 <out>/consolidate_scale.png (recall and locality against the number of facts).
@@ -50,6 +52,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=1, help="sequential rounds (records split evenly)")
     p.add_argument("--compare", action="store_true", help="also run the settings before the speed work")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: the KB's, auto)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a [consolidation] setting of a third setting, 'tuned' (repeatable; e.g. learning_rate=0.01)")
+    p.add_argument("--only", default=None, help="run only these settings (comma-separated: before, default, tuned)")
     p.add_argument("--out", default=None, help="output folder (default benchmarks/results/consolidate_scale/<time>)")
     return p.parse_args(argv)
 
@@ -171,10 +176,28 @@ def plot(results: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def tuned(pairs: list[str]) -> dict:
+    """`--set KEY=VALUE` pairs as [consolidation] overrides, each value parsed as the setting's type."""
+    from kupdate.config import ConsolidationConfig
+
+    defaults, out = ConsolidationConfig(), {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not hasattr(defaults, key):
+            raise ValueError(f"{pair!r} is not KEY=VALUE with KEY a [consolidation] setting")
+        out[key] = type(getattr(defaults, key))(value)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.n < args.rounds or args.rounds < 1:
         print("error: --n must be at least --rounds, and --rounds at least 1", file=sys.stderr)
+        return 1
+    try:
+        changes = tuned(args.set)
+    except ValueError as e:
+        print(f"error: --set: {e}", file=sys.stderr)
         return 1
     from kupdate import KnowledgeBase
 
@@ -188,6 +211,10 @@ def main(argv: list[str] | None = None) -> int:
     KnowledgeBase.init(template, device=args.device, progress=True).close()
     settings = {"before": BEFORE} if args.compare else {}
     settings["default"] = {}
+    if args.set:
+        settings["tuned"] = changes
+    if args.only:
+        settings = {k: v for k, v in settings.items() if k in args.only.split(",")}
     results = {"config": vars(args), "environment": environment(), "settings": {}}
     for name, overrides in settings.items():
         results["settings"][name] = run_setting(name, template, out, rounds, overrides, args.device)
