@@ -57,7 +57,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--qaedit", default=str(SHARED / "QAEdit_inter_1k.json"), help="QAEdit JSON")
     p.add_argument("--zsre", default=None, help="zsRE JSON in the MEND split (needed for --dataset zsre)")
     p.add_argument("--temporal", default=",".join(f"{SHARED / 'temporal' / f}:{n or 'all'}" for f, n in TEMPORAL.items()),
-                   help="comma-separated temporal JSONL files, each as PATH[:N] (its first N cases; default: "
+                   help="comma-separated temporal JSONL files, each as PATH[:N] (its first N cases) or PATH:A-B "
+                        "(cases A to B, from 1; a held-out slice; default: "
                         + ", ".join(f"{f} {n or 'all'}" for f, n in TEMPORAL.items()) + ")")
     p.add_argument("--temporal-modes", default=TEMPORAL_MODES, help="modes of the temporal dataset")
     p.add_argument("--model", default=None, help="LLM (default: the KB default, SmolLM2-135M-Instruct)")
@@ -91,6 +92,10 @@ def temporal_sets(args: argparse.Namespace) -> list[tuple[str, str, list]]:
     sets = []
     for spec in (s for s in args.temporal.split(",") if s):
         path, _, n = spec.rpartition(":")
+        first, _, last = n.partition("-")
+        if first.isdigit() and last.isdigit() and 1 <= int(first) <= int(last):
+            sets.append((f"{Path(path).stem}-{first}-{last}", path, load_temporal(path, int(last))[int(first) - 1 :]))
+            continue
         if not (n.isdigit() or n == "all"):
             path, n = spec, "all"
         sets.append((Path(path).stem, path, load_temporal(path, None if n == "all" else int(n))))

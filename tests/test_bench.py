@@ -387,6 +387,19 @@ def test_temporal_cases_load_and_score_with_intervals(tmp_path):
         load_temporal(tmp_path / "bad.jsonl")
 
 
+def test_a_temporal_file_can_be_read_as_a_held_out_slice(tmp_path):
+    import argparse
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("stale_fresh", ROOT / "benchmarks" / "stale_fresh.py")
+    stale_fresh = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(stale_fresh)
+    path = write(tmp_path / "t.jsonl", "\n".join(json.dumps(c) for c in TEMPORAL_CASES) + "\n")
+    sets = stale_fresh.temporal_sets(argparse.Namespace(temporal=f"{path}:2-2,{path}:1,{path}"))
+    assert [(name, [c.id for c in cases]) for name, _, cases in sets] == [
+        ("t-2-2", ["t-1"]), ("t", ["t-0"]), ("t", ["t-0", "t-1"])]
+
+
 def test_temporal_run_puts_every_case_in_one_kb_and_compares_the_modes(tiny_kb, tmp_path):
     from kupdate.bench.temporal import load_temporal, run_temporal
 
