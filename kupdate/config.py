@@ -130,7 +130,7 @@ class ConsolidationConfig:
     density: float = _f(0.1, "Share of adapter entries a domain's sparse mask lets change (disjoint across domains).")
     rank: int = _f(8, "LoRA rank of the domain adapters.")
     alpha: float = _f(16.0, "LoRA alpha (scaling = alpha / rank).")
-    learning_rate: float = _f(5e-3, "AdamW learning rate of the adapter entries inside the mask.")
+    learning_rate: float = _f(1e-2, "AdamW learning rate of the adapter entries inside the mask.")
     epochs: int = _f(8, "Most passes over the domain's training set.")
     min_epochs: int = _f(2, "Passes made before training may stop early.")
     stop_recall: float = _f(

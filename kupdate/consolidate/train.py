@@ -128,8 +128,8 @@ def train(llm: Any, examples: Sequence[Any], cfg: Any, *, name: str, taken: dict
     there (a killed run's) is continued from instead of starting again."""
     trainer = Trainer(llm, examples, cfg, name=name)
     state = partial.load("train") if partial is not None else None
-    if state is not None:
-        mask = state["mask"]
+    if state is not None:  # the saved mask (read onto the CPU), back where the entries are
+        mask = state["mask"] and {n: m.to(trainer.params[n].device) for n, m in state["mask"].items()}
     else:
         mask = masks_mod.select(trainer.importance(), cfg.density, taken) if masked else None
     save = (lambda s: partial.save("train", s)) if partial is not None else None
@@ -210,7 +210,7 @@ class Trainer:
                 done, before = self._restore(state, opt, sched, result) if state is not None else (False, 0.0)
                 bar = tqdm(total=total, initial=result.steps, desc=f"consolidate {self.name}", unit="step",
                            disable=not progress, leave=False)
-                start = time.perf_counter()
+                start, seen = time.perf_counter(), result.examples
                 for epoch in range(result.epochs, 0 if done else n_epochs):
                     for batch in _batches(self.facts, self.replay, cfg.batch_size, self.per_step, self.rng):
                         loss, tokens = _step(model, opt, batch, cfg, self.pad, llm.device)
@@ -220,7 +220,7 @@ class Trainer:
                         result.steps += 1
                         result.examples += len(batch)
                         bar.update(1)
-                        rate = result.examples / max(time.perf_counter() - start, 1e-9)
+                        rate = (result.examples - seen) / max(time.perf_counter() - start, 1e-9)
                         bar.set_postfix(loss=f"{loss:.3f}", ex_s=f"{rate:.1f}")
                     result.epochs = epoch + 1
                     stop = False
@@ -240,7 +240,6 @@ class Trainer:
                 for h in handles:
                     h.remove()
         return result
-
 
     def _state(self, mask: dict[str, Any] | None, opt: Any, sched: Any, result: TrainResult, seconds: float, *,
                done: bool) -> dict[str, Any]:
