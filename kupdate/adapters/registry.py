@@ -228,11 +228,11 @@ class AdapterRegistry:
                 os.close(fd)  # closing the only descriptor releases the flock
             holder.rlock.release()
 
-    # -- internals -------------------------------------------------------------------------------
     def folder(self, domain: str) -> Path:
         """The folder holding `domain`'s versions (the name is checked first)."""
         return self._domain_dir(domain)
 
+    # -- internals -------------------------------------------------------------------------------
     def _domain_dir(self, domain: str) -> Path:
         if not isinstance(domain, str) or not _DOMAIN.fullmatch(domain):
             raise KupdateError(f"invalid domain name {domain!r}: use up to 100 letters, digits, '-', '_' "

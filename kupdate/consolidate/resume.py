@@ -9,7 +9,7 @@ A domain's consolidation keeps its work, as it goes, in the folder of the versio
                                                         optimizer, schedule, shuffling, figures
 
 The key is a digest of everything the result depends on: the domain's records (ids, text, dates),
-the consolidation and generation settings and the model. A later consolidation of the domain with
+the consolidation and generation settings, the model, and the versions serving when it started. A later consolidation of the domain with
 the same key finds the unfinished version (allocated, no report) and continues from its last
 saved pass instead of starting again; with another key (new records, other settings) it starts a
 new version as before. Every file is written to a temporary name and renamed, so a kill leaves
@@ -40,6 +40,8 @@ def key_of(kb: Any, domain: str, records: list[Any]) -> str:
         "consolidation": asdict(cfg.consolidation),
         "generation": asdict(cfg.generation),
         "model": cfg.model,
+        # What serves now: the metrics before, and the entries other domains hold (the mask), depend on it.
+        "serving": {d: v for d, (v, _) in sorted(kb.adapters.serving().items())},
     }
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode("utf-8")).hexdigest()
 
