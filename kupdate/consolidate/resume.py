@@ -9,10 +9,10 @@ A domain's consolidation keeps its work, as it goes, in the folder of the versio
                                                         optimizer, schedule, shuffling, figures
 
 The key is a digest of everything the result depends on: the domain's records (ids, text, dates),
-the consolidation and generation settings, the model, and the versions serving when it started. A later consolidation of the domain with
-the same key finds the unfinished version (allocated, no report) and continues from its last
-saved pass instead of starting again; with another key (new records, other settings) it starts a
-new version as before. Every file is written to a temporary name and renamed, so a kill leaves
+the consolidation and generation settings, the model, and the versions serving when it started. A
+later consolidation of the domain with the same key finds the unfinished version (allocated, no
+report) and continues from its last saved pass instead of starting again; with another key (new
+records, other settings, another version serving) it starts a new version as before. Every file is written to a temporary name and renamed, so a kill leaves
 either the previous pass's state or the new one, never half a file. The folder goes once the
 version is finished.
 """
