@@ -1,7 +1,8 @@
 """Every notebook in notebooks/ runs top to bottom with the real default models.
 
 The notebooks' `parameters` cell is overridden (papermill style: a cell injected after it) with a
-six-question exemplar set, 3 of the demo questions in the table and 3 benchmark cases, so the whole file runs in a few minutes on a CPU.
+six-question exemplar set, 3 of the demo questions in the table and 3 benchmark cases, so the whole
+file runs in a few minutes on a CPU.
 """
 
 from __future__ import annotations

@@ -325,12 +325,17 @@ def _jsonable(value: Any) -> Any:
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
     """Write `data` to `path` atomically: a reader sees the old file or the new one, never a mix."""
-    text = json.dumps(data, indent=2, ensure_ascii=False, default=_jsonable) + "\n"
+    write_atomic(path, (json.dumps(data, indent=2, ensure_ascii=False, default=_jsonable) + "\n").encode("utf-8"))
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write `data` to `path` through a synced temporary file in the same folder and a rename: a
+    reader (or a kill) sees the old file or the new one, never a mix."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(fd, 0o644)  # mkstemp makes it private; these files are as readable as the rest
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

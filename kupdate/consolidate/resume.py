@@ -12,20 +12,21 @@ The key is a digest of everything the result depends on: the domain's records (i
 the consolidation and generation settings, the model, and the versions serving when it started. A
 later consolidation of the domain with the same key finds the unfinished version (allocated, no
 report) and continues from its last saved pass instead of starting again; with another key (new
-records, other settings, another version serving) it starts a new version as before. Every file is written to a temporary name and renamed, so a kill leaves
-either the previous pass's state or the new one, never half a file. The folder goes once the
-version is finished.
+records, other settings, another version serving) it starts a new version as before. Every file
+is written to a temporary name and renamed, so a kill leaves either the previous pass's state or
+the new one, never half a file. The folder goes once the version is finished.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
+
+from kupdate.adapters.registry import REPORT_NAME, write_atomic
 
 PARTIAL = "partial"
 STATE = "state.json"
@@ -58,7 +59,6 @@ class Partial:
         """(version, folder) of an unfinished version of this domain saved under `key`, if any.
         The saved work of other unfinished versions (other records or settings) is removed: it
         can never be continued. Called under the registry's lock."""
-        from kupdate.adapters.registry import REPORT_NAME
 
         if not domain_folder.is_dir():
             return None
@@ -79,7 +79,7 @@ class Partial:
 
     def start(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        _replace(self.folder / STATE, json.dumps({"key": self.key}).encode("utf-8"))
+        write_atomic(self.folder / STATE, json.dumps({"key": self.key}).encode("utf-8"))
 
     def save(self, name: str, obj: Any) -> None:
         """Save `obj` (tensors, dataclasses of this package) as `name`.pt, atomically."""
@@ -89,7 +89,7 @@ class Partial:
 
         buf = io.BytesIO()
         torch.save(obj, buf)
-        _replace(self.folder / f"{name}.pt", buf.getvalue())
+        write_atomic(self.folder / f"{name}.pt", buf.getvalue())
 
     def load(self, name: str) -> Any | None:
         """What `save(name, ...)` wrote, or None. The file is this KB's own work (written above), so
@@ -107,11 +107,3 @@ class Partial:
     def clear(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
 
-
-def _replace(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
