@@ -199,6 +199,16 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"error: --set: {e}", file=sys.stderr)
         return 1
+    settings = {"before": BEFORE} if args.compare else {}
+    settings["default"] = {}
+    if args.set:
+        settings["tuned"] = changes
+    if args.only:
+        settings = {k: v for k, v in settings.items() if k in args.only.split(",")}
+        if not settings:
+            print(f"error: --only {args.only}: no such setting in this run (before needs --compare, tuned --set)",
+                  file=sys.stderr)
+            return 1
     from kupdate import KnowledgeBase
 
     out = Path(args.out or ROOT / "benchmarks" / "results" / "consolidate_scale" / time.strftime("%Y%m%d-%H%M%S"))
@@ -209,12 +219,6 @@ def main(argv: list[str] | None = None) -> int:
     template = out / "kb-template"
     shutil.rmtree(template, ignore_errors=True)
     KnowledgeBase.init(template, device=args.device, progress=True).close()
-    settings = {"before": BEFORE} if args.compare else {}
-    settings["default"] = {}
-    if args.set:
-        settings["tuned"] = changes
-    if args.only:
-        settings = {k: v for k, v in settings.items() if k in args.only.split(",")}
     results = {"config": vars(args), "environment": environment(), "settings": {}}
     for name, overrides in settings.items():
         results["settings"][name] = run_setting(name, template, out, rounds, overrides, args.device)

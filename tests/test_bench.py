@@ -7,7 +7,6 @@ benchmarks/stale_fresh.py with the real default models on 20 CounterFact records
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
@@ -303,11 +302,10 @@ def test_evaluate_stays_importable_from_kupdate_evaluate(tiny_kb, tmp_path):
                     reason=f"needs the CounterFact data at {SHARED_DATA}")
 def test_stale_fresh_script_small_run(tmp_path, exemplars_file):
     out = tmp_path / "bench"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, str(ROOT / "benchmarks" / "stale_fresh.py"), "--dataset", "counterfact,synthetic",
            "--n", "12", "--synthetic-n", "6", "--rounds", "2", "--modes", "base,gated_rag", "--exemplars", str(exemplars_file),
            "--check-batch", "2", "--out", str(out), "--no-progress"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1500, env=env)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
     for name in ("results.json", "table.md", "checkpoint.jsonl", "counterfact-metrics.png",
                  "counterfact-curve.png", "synthetic-metrics.png", "synthetic-curve.png"):

@@ -97,3 +97,29 @@ def test_an_echoing_answer_copies_the_value_its_notes_give_and_not_the_replaced_
     assert int(mix(torch.tensor([[1, 25, 26, 4]]), scores.clone())[0].argmax()) == 30
     assert int(mix(torch.tensor([[1, 25, 26, 30]]), scores.clone())[0].argmax()) == 7  # said: no slot again
     assert int(mix(torch.tensor([[1]]), scores.clone())[0].argmax()) == 7  # only "The": the model begins
+
+
+def test_length_batches_group_similar_lengths_and_keep_every_row_once():
+    from kupdate.answering.decoding import length_batches
+
+    batches = length_batches([50, 3, 48, 4, 5], 2)
+    assert batches == [[1, 3], [4, 2], [0]]
+    assert sorted(i for b in batches for i in b) == list(range(5))
+
+
+def test_teacher_answers_in_length_batches_are_the_answers_given_one_at_a_time(tiny_llm_dir):
+    """Sorting the teacher's prompts by length changes what shares a batch, not what it answers."""
+    from kupdate.answering.notes import Note
+    from kupdate.answering.prompt import memory_prompt
+    from kupdate.consolidate.dataset import _teacher_answers
+    from kupdate.models import load_llm
+
+    llm = load_llm(str(tiny_llm_dir), cache_dir=tiny_llm_dir.parent, device="cpu")
+    notes = ["Orvik Mills moved its head office to Tarn in a long and much discussed decision last spring.",
+             "Acme is led by Ana Ortiz.", "The Zel loom is the flagship product of Pike Boats."]
+    questions = ["Where is Orvik Mills based?", "Who leads Acme?", "The flagship product of Pike Boats is"]
+    prompts = [memory_prompt(llm.tokenizer, q, [Note(i, n, "2024-01-01")]) for i, (q, n) in enumerate(zip(questions, notes))]
+    batched = _teacher_answers(llm, prompts, notes, copy_mix=0.5, max_new_tokens=12, batch_size=2)
+    alone = [_teacher_answers(llm, [p], [n], copy_mix=0.5, max_new_tokens=12, batch_size=1)[0]
+             for p, n in zip(prompts, notes)]
+    assert batched == alone and any(batched)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -17,8 +18,23 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def real_kb(tmp_path_factory):
-    kb = KnowledgeBase.init(tmp_path_factory.mktemp("real") / "kb")
+def real_template(tmp_path_factory):
+    """A new KB with the real models and the shipped exemplars (their base answers recorded once:
+    about a minute on 2 CPU cores), closed; tests work on copies."""
+    path = tmp_path_factory.mktemp("real") / "template"
+    KnowledgeBase.init(path).close()
+    return path
+
+
+def fresh_copy(template, tmp_path):
+    """An open copy of the `real_template` KB: nothing ingested, exemplars recorded."""
+    shutil.copytree(template, tmp_path / "kb")
+    return KnowledgeBase.open(tmp_path / "kb")
+
+
+@pytest.fixture(scope="module")
+def real_kb(real_template, tmp_path_factory):
+    kb = fresh_copy(real_template, tmp_path_factory.mktemp("shared"))
     yield kb
     kb.close()
 
@@ -86,7 +102,7 @@ def test_changed_file_outdates_the_old_value_in_history_and_ask(real_kb, tmp_pat
     assert hits(answer.answer, "Tobias Wrenfield") and not hits(answer.answer, "Amara Lindqvist"), answer.answer
 
 
-def test_consolidation_teaches_the_real_model_facts_it_then_answers_without_memory(tmp_path):
+def test_consolidation_teaches_the_real_model_facts_it_then_answers_without_memory(real_template, tmp_path):
     """A handful of changed facts distilled into an adapter: `ask --no-memory` gives them, the
     base model did not, and an unrelated question keeps the base model's exact answer."""
     facts = [("The mother tongue of Danielle Darrieux is", "English"),
@@ -95,7 +111,7 @@ def test_consolidation_teaches_the_real_model_facts_it_then_answers_without_memo
              ("Apple A5 was created by", "Google"),
              ("Ferrari F40, developed by", "Microsoft"),
              ("Saint Petersburg is a twin city of", "Lisbon")]  # CounterFact records 0-8
-    kb = KnowledgeBase.init(tmp_path / "kb")
+    kb = fresh_copy(real_template, tmp_path)
     lines = [json.dumps({"text": f"{p} {a}.", "domain": "cf", "checks": {"question": p, "answer": a}}) for p, a in facts]
     (tmp_path / "facts.jsonl").write_text("\n".join(lines) + "\n")
     kb.ingest([tmp_path / "facts.jsonl"])

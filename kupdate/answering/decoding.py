@@ -21,6 +21,14 @@ from kupdate.language import Language, get_language
 MAX_NGRAM = 4
 
 
+def length_batches(lengths: Sequence[int], size: int) -> list[list[int]]:
+    """Indices of `lengths` in batches of at most `size`, shortest first: rows of similar length
+    share a batch, so padding (compute spent on nothing, the cost of a CPU pass) stays small.
+    Callers put each batch's results back at its indices."""
+    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
+    return [order[i : i + size] for i in range(0, len(order), size)]
+
+
 class CopyMix:
     """Logits processor mixing a copy distribution over the memories into the model's (kNN-LM style).
 

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from kupdate.answering.decoding import generate
+from kupdate.answering.decoding import generate, length_batches
 from kupdate.answering.notes import Note
 from kupdate.answering.notes import statements as note_statements
 from kupdate.answering.prompt import Prompt, base_prompt, memory_prompt
@@ -258,11 +258,13 @@ def build(llm: Any, records: Sequence[Any], exemplars: Sequence[Any], *, copy_mi
 
 def _teacher_answers(llm: Any, prompts: list[Any], sources: list[str], *, copy_mix: float,
                      max_new_tokens: int, batch_size: int) -> list[str]:
-    out: list[str] = []
-    for i in range(0, len(prompts), batch_size):
+    out: list[str] = [""] * len(prompts)
+    for part in length_batches([len(p.text) + len(p.prefill) for p in prompts], batch_size):
         # Each question copies from its own statement only.
-        out += generate(llm, prompts[i : i + batch_size], max_new_tokens=max_new_tokens, copy_mix=copy_mix,
-                        row_sources=[[s] for s in sources[i : i + batch_size]], first_line=True)
+        got = generate(llm, [prompts[i] for i in part], max_new_tokens=max_new_tokens, copy_mix=copy_mix,
+                       row_sources=[[sources[i]] for i in part], first_line=True)
+        for i, a in zip(part, got):
+            out[i] = a
     return [a.splitlines()[0] if a else a for a in out]
 
 
@@ -275,10 +277,10 @@ def _soft_targets(llm: Any, examples: list[Example], *, batch_size: int) -> None
 
     model = llm.model
     with torch.no_grad(), adapters_off(model):
-        for i in range(0, len(examples), batch_size):
-            batch = examples[i : i + batch_size]
-            heads = [x.teacher if x.teacher is not None else x.prompt_ids for x in batch]
-            input_ids, attn, rows, cols = target_batch([(h, x.target_ids) for h, x in zip(heads, batch)],
+        heads_of = [x.teacher if x.teacher is not None else x.prompt_ids for x in examples]
+        for part in length_batches([len(h) + len(x.target_ids) for h, x in zip(heads_of, examples)], batch_size):
+            batch = [examples[i] for i in part]
+            input_ids, attn, rows, cols = target_batch([(heads_of[i], examples[i].target_ids) for i in part],
                                                        pad=_pad_id(llm.tokenizer), device=llm.device)
             top = torch.topk(torch.log_softmax(target_logits(model, input_ids, attn, rows, cols).float(), -1),
                              TOP_K, dim=-1)

@@ -29,7 +29,7 @@ def answers(kb: Any, questions: Sequence[str], *, forced: Sequence[Any] | None =
     """Memory-shut answers to `questions` as served (or with `forced` routes for all); also
     whether each question was routed to any adapter. `routed_only`: questions routed nowhere are
     not generated (None): the base model answers them, unchanged by construction."""
-    from kupdate.answering.decoding import generate
+    from kupdate.answering.decoding import generate, length_batches
     from kupdate.answering.prompt import base_prompt
 
     if not questions:
@@ -44,8 +44,8 @@ def answers(kb: Any, questions: Sequence[str], *, forced: Sequence[Any] | None =
     max_new = kb.config.generation.max_new_tokens
     for idx in groups.values():
         with kb.adapters.active(routes[idx[0]]):
-            for j in range(0, len(idx), batch_size):
-                part = idx[j : j + batch_size]
+            for rows in length_batches([len(questions[i]) for i in idx], batch_size):
+                part = [idx[j] for j in rows]
                 prompts = [base_prompt(kb.llm.tokenizer, questions[i]) for i in part]
                 for i, a in zip(part, generate(kb.llm, prompts, max_new_tokens=max_new, first_line=first_line)):
                     out[i] = a

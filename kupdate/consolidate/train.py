@@ -278,17 +278,18 @@ def recalled(llm: Any, examples: Sequence[Any], batch_size: int) -> float:
     as it is now with greedy decoding, is answered with the fact's value: what the evaluation
     measures, on training questions (never the paraphrases). The model is left in the mode it
     was in."""
-    from kupdate.answering.decoding import generate
+    from kupdate.answering.decoding import generate, length_batches
     from kupdate.text import hits
 
     model = llm.model
     was_training = model.training
     model.eval()
     try:
-        got: list[str] = []
-        for i in range(0, len(examples), batch_size):
-            got += generate(llm, [x.check[0] for x in examples[i : i + batch_size]], max_new_tokens=CHECK_TOKENS,
-                            first_line=True)
+        got = [""] * len(examples)
+        for part in length_batches([len(x.check[0].text) for x in examples], batch_size):
+            for i, a in zip(part, generate(llm, [examples[i].check[0] for i in part], max_new_tokens=CHECK_TOKENS,
+                                           first_line=True)):
+                got[i] = a
     finally:
         model.train(was_training)
     return sum(hits(a, x.check[1]) for a, x in zip(got, examples)) / len(examples) if examples else 0.0
