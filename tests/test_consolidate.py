@@ -42,8 +42,25 @@ def test_cloze_cuts_the_final_phrase_and_keeps_question_pairs():
         "The mother tongue of Danielle Darrieux is", "English")
     assert dataset.cloze("Brindlemoor Robotics is led by CEO Renzo Halbrook.") == (
         "Brindlemoor Robotics is led by", "CEO Renzo Halbrook")
-    assert dataset.cloze("Who leads Brindlemoor? It is Renzo Halbrook.") == ("Who leads Brindlemoor?", "It is Renzo Halbrook")
     assert dataset.cloze("Hello there") is None
+
+
+@pytest.mark.parametrize("note, value", [
+    ("Who leads Brindlemoor? It is Renzo Halbrook.", "Renzo Halbrook"),
+    ("Update 2021: when did the mill close? Answer: 1998.", "1998"),
+    ("When did the mill open? It was built in 1871.", "built in 1871"),
+    ("Who won the cup? The home side won.", "The home side won"),
+    ("Who leads Orvik Mills? Ada Brook is the chief executive.", "Ada Brook is the chief executive"),
+])
+def test_a_question_and_answer_note_asks_its_question_and_wants_the_value(note, value):
+    """The check of a Q/A note is its reply's value, so a right answer in other words counts (and
+    early stopping can see it): "It is X" wants X, not the words "It is"."""
+    from kupdate.text import hits
+
+    question, want = dataset.cloze(note)
+    assert question.endswith("?") and want == value
+    if value == "Renzo Halbrook":
+        assert hits("The CEO of Brindlemoor is Renzo Halbrook.", want)
     assert dataset.subject_of("The mother tongue of Danielle Darrieux is") == "Danielle Darrieux"
 
 

@@ -86,21 +86,38 @@ def statements(record: Any) -> list[str]:
 
 def cloze(sentence: str) -> tuple[str, str] | None:
     """Split a sentence into (stem, answer): the stem ends at the last cue word that leaves a short
-    final phrase as the answer; a 'question? answer' pair splits at the question mark."""
+    final phrase as the answer; a 'question? answer' pair splits at the question mark, and its
+    answer is the reply's value (`reply_value`)."""
     s = sentence.strip()
     if "?" in s[:-1]:
         q, _, a = s.partition("?")
-        a = a.strip().rstrip(".!")
+        a = reply_value(a)
         return (q.strip() + "?", a) if a else None
-    s = s.rstrip(".!").strip()
-    tokens = s.split()
-    for i in range(len(tokens) - 1, 0, -1):
-        tail = tokens[i + 1 :]
-        if len(tail) > MAX_ANSWER_WORDS:
+    tokens = s.rstrip(".!").strip().split()
+    for i in range(len(tokens) - 2, 1, -1):  # a stem of three words or more, a non-empty answer
+        if len(tokens) - 1 - i > MAX_ANSWER_WORDS:
             break
-        if tokens[i].lower() in _CUE and tail and i >= 2:
-            return " ".join(tokens[: i + 1]), " ".join(tail)
+        if tokens[i].lower() in _CUE:
+            return " ".join(tokens[: i + 1]), " ".join(tokens[i + 1 :])
     return None
+
+
+def reply_value(reply: str) -> str:
+    """The value a reply gives, as an answer must contain it: without a leading label, and without
+    an opening made only of stopwords up to a cue word ("It is Tarn." -> "Tarn"; "Answer: 1998." ->
+    "1998"; "Tarn." -> "Tarn"), so that a right answer worded otherwise ("Orvik's twin town is
+    Tarn.") counts. Any other reply is its own value ("Ada Brook leads it")."""
+    tokens = reply.strip().rstrip(".!").strip().split()
+    if len(tokens) > 1 and tokens[0].endswith(":"):
+        tokens = tokens[1:]
+    stop = get_language().stopwords
+    opening = 0
+    for i, t in enumerate(tokens[:-1]):
+        if t.lower() not in stop:
+            break
+        if i and t.lower() in _CUE:
+            opening = i + 1
+    return " ".join(tokens[opening:])
 
 
 def subject_of(stem: str) -> str | None:
