@@ -43,6 +43,7 @@ def test_cloze_cuts_the_final_phrase_and_keeps_question_pairs():
     assert dataset.cloze("Brindlemoor Robotics is led by CEO Renzo Halbrook.") == (
         "Brindlemoor Robotics is led by", "CEO Renzo Halbrook")
     assert dataset.cloze("Hello there") is None
+    assert dataset.subject_of("The mother tongue of Danielle Darrieux is") == "Danielle Darrieux"
 
 
 @pytest.mark.parametrize("note, value", [
@@ -55,13 +56,15 @@ def test_cloze_cuts_the_final_phrase_and_keeps_question_pairs():
 def test_a_question_and_answer_note_asks_its_question_and_wants_the_value(note, value):
     """The check of a Q/A note is its reply's value, so a right answer in other words counts (and
     early stopping can see it): "It is X" wants X, not the words "It is"."""
-    from kupdate.text import hits
-
     question, want = dataset.cloze(note)
     assert question.endswith("?") and want == value
-    if value == "Renzo Halbrook":
-        assert hits("The CEO of Brindlemoor is Renzo Halbrook.", want)
-    assert dataset.subject_of("The mother tongue of Danielle Darrieux is") == "Danielle Darrieux"
+
+
+def test_a_right_answer_in_other_words_passes_a_question_and_answer_notes_check():
+    from kupdate.text import hits
+
+    _, want = dataset.cloze("Who leads Brindlemoor? It is Renzo Halbrook.")
+    assert hits("The CEO of Brindlemoor is Renzo Halbrook.", want)
 
 
 def test_questions_the_model_writes_are_cut_at_a_cue_word_and_name_the_subject():
