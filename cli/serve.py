@@ -31,7 +31,7 @@ def serve(
     max_batch: Annotated[int, typer.Option(help="Questions answered together in one model pass (1: one at "
                                            "a time).", min=1)] = 8,
     batch_window_ms: Annotated[float, typer.Option(help="How long a lone question waits for others to join "
-                                                   "its batch.", min=0, max=1000)] = 20.0,
+                                                   "its batch.", min=0, max=1000)] = 50.0,
     log_level: Annotated[str, typer.Option(help="uvicorn log level ('info' also logs each request).")] = "warning",
 ) -> None:
     """Serve a knowledge base over an OpenAI-compatible HTTP API (FastAPI + uvicorn).

@@ -344,6 +344,21 @@ def test_asks_waiting_together_are_answered_in_one_batch_each_as_alone(app_clien
     assert "question is empty" in str(outcomes[1]) and "as-of" in str(outcomes[4])
 
 
+def test_requests_coming_back_after_a_batch_join_the_ones_that_queued_meanwhile(tmp_path):
+    """On a busy server the requests answered by the last batch are asked again a round trip later;
+    the next batch waits the window from when it starts collecting, so they join the requests that
+    queued during the last batch (counted from those requests' arrival, the window had passed)."""
+    from concurrent.futures import Future
+
+    from kupdate.serve.workers import KBWorker, _Queued
+
+    worker = KBWorker("answers", tmp_path, queue_size=8, max_batch=2, window_s=10.0)
+    batch = lambda kb, jobs: jobs  # noqa: E731
+    waited = _Queued("queued during the last batch", Future(), batch, time.monotonic() - 60)
+    threading.Timer(0.2, lambda: worker.submit("asked again", batch=batch)).start()
+    assert [it.job for it in worker._collect(waited)] == ["queued during the last batch", "asked again"]
+
+
 def test_a_batch_that_fails_as_a_whole_fails_only_its_bad_request(app_client, monkeypatch):
     from kupdate import KnowledgeBase
     from kupdate.answering import answer as batch

@@ -13,8 +13,11 @@ server faster than one answering in turn, docs/serve.md):
 2. per adapter set: questions routed to different adapters cannot share the model at once
    (`Adapters.active` switches them in place), so each set of routes is one group;
 3. per group, one generation reads every competitor of every question, then each is settled;
-4. per group, one generation per kind of row for the answers that are not a winner's reading
-   (rows differing in copy sources' presence or in the values to avoid cannot share a call).
+4. per group, one generation for all the answers that are not a winner's reading: rows with
+   memories copy from their own notes and avoid their own replaced values, rows without decode as
+   the base model does. One call, not one per kind of row: on a CPU the decoding steps of a batch
+   cost little more than one row's, so a rambling base answer no longer runs on its own after the
+   others.
 
 Greedy decoding with left padding gives a row the same text in a batch as alone, so batching
 changes the time, not the answers.
@@ -219,21 +222,18 @@ def _choose(kb: Any, it: _Item) -> None:
 
 
 def _answer(kb: Any, items: list[_Item]) -> None:
-    """The generated answers, one `generate` call per kind of row."""
+    """The generated answers, in one `generate` call (each row its own notes and values to avoid)."""
+    if not items:
+        return
     cfg = kb.config
     start = time.perf_counter()
-    kinds: dict[tuple[bool, tuple[str, ...]], list[tuple[_Item, Any, list[str]]]] = {}
-    for it in items:
-        prompt, sources, avoid = final_prompt(kb, it.question, it.notes, it.outdated)
-        kinds.setdefault((bool(it.notes), avoid), []).append((it, prompt, sources))
-    for (copies, avoid), rows in kinds.items():
-        texts = generate(kb.llm, [p for _, p, _ in rows], max_new_tokens=cfg.generation.max_new_tokens,
-                         row_sources=[s for _, _, s in rows] if copies else None,
-                         copy_mix=cfg.generation.copy_mix, avoid=avoid, lang=kb.language)
-        for (it, _, _), text in zip(rows, texts):
-            it.text = text
-    if items:
-        _share(items, "generate", start)
+    prompts, sources, avoids = zip(*(final_prompt(kb, it.question, it.notes, it.outdated) for it in items))
+    texts = generate(kb.llm, list(prompts), max_new_tokens=cfg.generation.max_new_tokens,
+                     row_sources=list(sources) if any(sources) else None, copy_mix=cfg.generation.copy_mix,
+                     row_avoid=list(avoids), lang=kb.language)
+    for it, text in zip(items, texts):
+        it.text = text
+    _share(items, "generate", start)
 
 
 def _share(items: list[_Item], step: str, start: float) -> None:

@@ -113,15 +113,17 @@ class CopyMix:
 def generate(llm: Any, prompts: Sequence[Prompt], *, max_new_tokens: int,
              copy_sources: Sequence[str] = (), copy_mix: float = 0.0, first_line: bool = False,
              row_sources: Sequence[Sequence[str]] | None = None, avoid: Sequence[str] = (),
-             temperature: float = 0.0, strip: bool = True, lang: Language | None = None) -> list[str]:
+             row_avoid: Sequence[Sequence[str]] | None = None, temperature: float = 0.0, strip: bool = True,
+             lang: Language | None = None) -> list[str]:
     """Greedy answers for `prompts`, batched with left padding; the prefill is not returned.
     `temperature` > 0 samples instead (top-p 0.95; seed torch beforehand for repeatable draws).
     `strip=False` keeps the answers' leading space (whether the first token starts a new word).
 
     `first_line`: stop each answer at its first line break once it has text (what the metrics
     score); greedy decoding makes that line the same as in the full answer. `row_sources`: each
-    prompt's own copy sources instead of the shared `copy_sources`. `avoid`: names of replaced
-    values, never proposed as the answer's value (`CopyMix` slots)."""
+    prompt's own copy sources instead of the shared `copy_sources` (a row with none decodes as the
+    base model does, so rows with and without memories share one call). `avoid`: names of replaced
+    values, never proposed as the answer's value (`CopyMix` slots); `row_avoid`: each row's own."""
     import torch
     from transformers import LogitsProcessorList, StoppingCriteriaList
 
@@ -134,17 +136,24 @@ def generate(llm: Any, prompts: Sequence[Prompt], *, max_new_tokens: int,
         starts.append(len(head))
     width = max(len(r) for r in rows)
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    input_ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=llm.device)
-    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=llm.device)
+    # The tokens every row starts with (the chat template and system message) are run once, and the
+    # rows' padding goes after them: [shared][pad...][own tokens] (positions follow the mask).
+    shared = shared_prefix(rows)
+    input_ids = torch.tensor([r[:shared] + [pad] * (width - len(r)) + r[shared:] for r in rows], device=llm.device)
+    mask = torch.tensor([[1] * shared + [0] * (width - len(r)) + [1] * (len(r) - shared) for r in rows],
+                        device=llm.device)
     processors = LogitsProcessorList()
     if (copy_sources or row_sources) and copy_mix > 0:
         starts = [s + width - len(r) for s, r in zip(starts, rows)]
         texts = list(row_sources) if row_sources is not None else [list(copy_sources)] * len(prompts)
-        processors.append(_copy_mix(tok, prompts, starts, texts, copy_mix, avoid, lang or get_language()))
+        avoids = list(row_avoid) if row_avoid is not None else [avoid] * len(prompts)
+        processors.append(_copy_mix(tok, prompts, starts, texts, copy_mix, avoids, lang or get_language()))
     with torch.no_grad():
+        cache = _prefix_cache(llm, input_ids[:1, :shared], len(rows)) if shared else {}
         out = llm.model.generate(
             input_ids=input_ids,
             attention_mask=mask,
+            **cache,
             max_new_tokens=max_new_tokens,
             do_sample=temperature > 0,
             **({"temperature": temperature, "top_p": 0.95, "top_k": 0} if temperature > 0 else {}),
@@ -154,6 +163,32 @@ def generate(llm: Any, prompts: Sequence[Prompt], *, max_new_tokens: int,
         )
     texts = tok.batch_decode(out[:, width:], skip_special_tokens=True)
     return [t.strip() for t in texts] if strip else texts
+
+
+MIN_SHARED = 16  # a shorter common start is not worth a pass of its own
+
+
+def shared_prefix(rows: Sequence[Sequence[int]]) -> int:
+    """How many leading tokens all `rows` share (0 below MIN_SHARED), leaving each row at least
+    one token of its own to start generating from."""
+    n = min(len(r) for r in rows) - 1
+    first = rows[0]
+    for r in rows[1:]:
+        n = min(n, next((i for i in range(n) if r[i] != first[i]), n))
+    return n if n >= MIN_SHARED else 0
+
+
+def _prefix_cache(llm: Any, prefix: Any, batch: int) -> dict[str, Any]:
+    """`generate`'s keyword for the key/value cache of `prefix` (one row), repeated for a batch of
+    `batch` rows: the shared start of the prompts is computed once instead of once per row (on a
+    CPU the prefill, not the decoding, is what a batch pays for per row; docs/serve.md).
+    transformers 5 names it `cache`, 4.x `past_key_values`."""
+    out = llm.model(input_ids=prefix, use_cache=True)
+    name = "cache" if "cache" in out else "past_key_values"
+    cache = out[name]
+    if batch > 1:
+        cache.batch_repeat_interleave(batch)
+    return {name: cache}
 
 
 class FirstLine:
@@ -186,7 +221,7 @@ def value_names(question: str, sources: Sequence[str], avoid: Sequence[str] = ()
 
 
 def _copy_mix(tok: Any, prompts: Sequence[Prompt], starts: list[int], texts: Sequence[Sequence[str]],
-              mix: float, avoid: Sequence[str], lang: Language) -> CopyMix:
+              mix: float, avoids: Sequence[Sequence[str]], lang: Language) -> CopyMix:
     """The `CopyMix` of a batch: each row's memories as token ids, whether its answer so far only
     echoes its question, and its slots: the first tokens of the names its memories give that the
     question does not (and that are not replaced values), by memory rank."""
@@ -197,7 +232,7 @@ def _copy_mix(tok: Any, prompts: Sequence[Prompt], starts: list[int], texts: Seq
     asked = [set(lang.words(p.question)) | stopwords for p in prompts]
     key = _token_key(tok)
     slots = []
-    for p, sources in zip(prompts, texts):
+    for p, sources, avoid in zip(prompts, texts, avoids):
         slot: dict[int, float] = {}
         for name, weight in value_names(p.question, sources, avoid, lang):
             # A first piece that is a stopword (" An" of "Annika") or no word at all would not be

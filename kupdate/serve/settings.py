@@ -39,7 +39,7 @@ class ServeSettings:
     # Micro-batching of answers (docs/serve.md): at most `max_batch` questions per model pass, and a
     # lone request waits at most `batch_window_ms` for others to join it.
     max_batch: int = 8
-    batch_window_ms: float = 20.0
+    batch_window_ms: float = 50.0
 
     def __repr__(self) -> str:  # keep the key out of logs and tracebacks
         key = "set" if self.api_key else "none"
@@ -55,7 +55,7 @@ class ServeSettings:
     @classmethod
     def build(cls, kb: str | Path | None = None, *, host: str = "127.0.0.1", port: int = 8000,
               api_key_env: str | None = None, max_body_mb: float = 2.0, queue_size: int = 32,
-              log_level: str = "warning", max_batch: int = 8, batch_window_ms: float = 20.0) -> ServeSettings:
+              log_level: str = "warning", max_batch: int = 8, batch_window_ms: float = 50.0) -> ServeSettings:
         """Settings from command-line values; the API key is read from the environment variable
         `api_key_env` (default KUPDATE_API_KEY). Raises ConfigError when binding beyond this machine
         without a key, or when a named variable is unset."""

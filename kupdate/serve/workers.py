@@ -118,10 +118,15 @@ class KBWorker:
 
     def _collect(self, first: _Queued) -> list[_Queued]:
         """`first` and the jobs of its batch behind it: those already waiting, and those arriving
-        within `window_s` of `first` (a busy server waits for nothing; a lone request at most the
-        window), up to `max_batch`. A job of another kind ends the batch and runs after it."""
+        within `window_s` of the start of collection (or of `first`'s arrival, if later), up to
+        `max_batch`. A job of another kind ends the batch and runs after it.
+
+        The window counts from now, not from when `first` arrived: on a busy server the requests
+        answered by the last batch come back within a round trip, and joining the ones that queued
+        meanwhile makes one full batch instead of two half ones taking turns (docs/serve.md).
+        A lone request waits at most the window; a full batch waits for nothing."""
         items = [first]
-        deadline = first.arrived + self.window_s
+        deadline = max(first.arrived, time.monotonic()) + self.window_s
         while len(items) < self.max_batch:
             try:
                 item = self._take(deadline - time.monotonic())
