@@ -19,7 +19,7 @@ server faster than one answering in turn, docs/serve.md):
    cost little more than one row's, so a rambling base answer no longer runs on its own after the
    others.
 
-Greedy decoding with left padding gives a row the same text in a batch as alone, so batching
+Greedy decoding with padding masked out gives a row the same text in a batch as alone, so batching
 changes the time, not the answers.
 """
 

@@ -115,7 +115,8 @@ def generate(llm: Any, prompts: Sequence[Prompt], *, max_new_tokens: int,
              row_sources: Sequence[Sequence[str]] | None = None, avoid: Sequence[str] = (),
              row_avoid: Sequence[Sequence[str]] | None = None, temperature: float = 0.0, strip: bool = True,
              lang: Language | None = None) -> list[str]:
-    """Greedy answers for `prompts`, batched with left padding; the prefill is not returned.
+    """Greedy answers for `prompts`, batched (each row padded after the start all rows share); the
+    prefill is not returned.
     `temperature` > 0 samples instead (top-p 0.95; seed torch beforehand for repeatable draws).
     `strip=False` keeps the answers' leading space (whether the first token starts a new word).
 
@@ -138,7 +139,7 @@ def generate(llm: Any, prompts: Sequence[Prompt], *, max_new_tokens: int,
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     # The tokens every row starts with (the chat template and system message) are run once, and the
     # rows' padding goes after them: [shared][pad...][own tokens] (positions follow the mask).
-    shared = shared_prefix(rows)
+    shared = shared_prefix([r[:head] for r, head in zip(rows, starts)])  # within the prompts, not a cloze prefill
     input_ids = torch.tensor([r[:shared] + [pad] * (width - len(r)) + r[shared:] for r in rows], device=llm.device)
     mask = torch.tensor([[1] * shared + [0] * (width - len(r)) + [1] * (len(r) - shared) for r in rows],
                         device=llm.device)

@@ -7,7 +7,7 @@
 - `adapter`: the consolidated domain adapters alone, `kb.ask(q, memory=False)`;
 - `adapter+gated_rag`: both, `kb.ask(q)`.
 
-`base` and `rag` are answered in batches (greedy decoding with left padding gives the same answers
+`base` and `rag` are answered in batches (greedy decoding with padding masked out gives the same answers
 as one at a time; the benchmark re-checks a few); the `ask` modes one question at a time, as a user
 would ask them. Timings are per answer: for batched modes, the batch's time shared among its answers.
 """
