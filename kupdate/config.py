@@ -130,14 +130,19 @@ class ConsolidationConfig:
     density: float = _f(0.1, "Share of adapter entries a domain's sparse mask lets change (disjoint across domains).")
     rank: int = _f(8, "LoRA rank of the domain adapters.")
     alpha: float = _f(16.0, "LoRA alpha (scaling = alpha / rank).")
-    learning_rate: float = _f(1e-2, "AdamW learning rate of the adapter entries inside the mask.")
+    learning_rate: float = _f(2e-2, "AdamW learning rate of the adapter entries inside the mask.")
     epochs: int = _f(8, "Most passes over the domain's training set.")
     min_epochs: int = _f(2, "Passes made before training may stop early.")
     stop_recall: float = _f(
         0.96, "Training stops after a pass once this share of the facts' own clozes, asked of the "
         "student (greedy), give the fact's value; 0: always make every pass.")
+    checks_per_pass: int = _f(
+        2, "Early-stopping checks per pass from min_epochs on, evenly spaced (1: only at the end of a pass).")
     schedule: str = _f("cosine", "Learning-rate schedule over the planned steps: 'cosine' (down to a tenth) or 'constant'.")
     batch_size: int = _f(16, "Training examples per step.")
+    share_start: bool = _f(
+        True, "Run the prompt start that training questions share (chat template, system message) once "
+        "per step without gradient, instead of in every row.")
     kl_teacher: float = _f(0.5, "Weight of KL to the teacher (the model with the memory in context).")
     kl_replay: float = _f(1.0, "Weight of KL to the base model on replayed exemplars.")
     replay: int = _f(64, "Exemplars replayed per consolidation (0: none).")
@@ -153,8 +158,8 @@ class ConsolidationConfig:
             raise ConfigError("consolidation.learning_rate must be > 0; kl_teacher, kl_replay, replay >= 0")
         if not 0 <= self.min_locality <= 1:
             raise ConfigError("consolidation.min_locality must be in [0, 1]")
-        if not 0 <= self.stop_recall <= 1 or self.min_epochs < 1:
-            raise ConfigError("consolidation.stop_recall must be in [0, 1] and consolidation.min_epochs >= 1")
+        if not 0 <= self.stop_recall <= 1 or self.min_epochs < 1 or self.checks_per_pass < 1:
+            raise ConfigError("consolidation.stop_recall must be in [0, 1]; min_epochs and checks_per_pass >= 1")
         if self.schedule not in ("cosine", "constant"):
             raise ConfigError(f"consolidation.schedule must be 'cosine' or 'constant', got {self.schedule!r}")
         parse_duration(self.min_interval, where="consolidation.min_interval")

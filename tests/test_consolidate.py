@@ -194,11 +194,17 @@ def test_a_stale_statement_is_not_trained_only_its_fresher_version(learner, tmp_
 def test_training_stops_once_the_facts_are_recalled_and_runs_every_pass_when_told(learner, tmp_path):
     ingest(learner, tmp_path, "orgs")
     learner.config.consolidation.stop_recall = 0.5  # the tiny model gets one of its two facts early
+    learner.config.consolidation.batch_size = 4  # passes of several steps, so a pass can be checked half-way
     [early] = learner.consolidate("orgs").reports
     t = early["training"]
     # 40 passes are allowed; training ends with the pass after which half the facts' own clozes
     # are answered with their value, and the report says so.
     assert t["epochs"] < 40 and t["recalled_per_epoch"][-1] >= 0.5 > max(t["recalled_per_epoch"][:-1], default=0)
+    # Checked twice a pass from the second pass on (2.0, 2.5, 3.0, ...): training stops at the
+    # check that got there, half-way through a pass or at its end.
+    got = t["checked_at"]
+    assert len(got) == len(t["recalled_per_epoch"]) and got[0] == 2.0 and t["passes"] == got[-1]
+    assert [b - a for a, b in zip(got, got[1:])] == [0.5] * (len(got) - 1)
     assert early["status"] == "promoted", early["decision"]
     learner.config.consolidation.stop_recall, learner.config.consolidation.epochs = 0.0, 6
     [full] = learner.consolidate("orgs", force=True).reports
@@ -213,6 +219,41 @@ def test_the_cosine_schedule_falls_to_a_tenth_and_constant_stays_put():
     assert lr_factor("cosine", 100, 100) == pytest.approx(0.1)
     assert lr_factor("cosine", 30, 100) > lr_factor("cosine", 60, 100)
     assert {lr_factor("constant", s, 100) for s in (0, 50, 100)} == {1.0}
+
+
+def test_the_shared_prompt_start_gives_the_same_logits_and_still_trains_the_adapter(learner):
+    """Training runs the chat template's start once per step: the model's outputs on the targets
+    must be those of running every row whole (rows without that start included), and the adapter
+    must still get gradients from every row."""
+    import torch
+
+    from kupdate.answering.prompt import chat_text
+    from kupdate.consolidate import train
+
+    llm, cfg = learner.llm, learner.config.consolidation
+    tok = llm.tokenizer
+    model = train.attach(llm, "probe", cfg)
+    ids = lambda text: tok(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    system = {"role": "system", "content": "You are a helpful assistant. Answer in one short sentence."}
+    pairs = [(ids(chat_text(tok, [system, {"role": "user", "content": q}])), ids(" Renzo Halbrook.")) for q in
+             ("Who leads Brindlemoor Robotics?", "who is the ceo?", "Where is the headquarters of Veltrane Dynamics?")]
+    body = ids("Veltrane Dynamics is based in Lisbon.")
+    pairs.append((body[:1], body[1:]))  # a statement: no chat template, does not begin with the start
+    start = train.shared_prefix([p for p, _ in pairs[:3]])
+    assert start and all(p[: len(start)] == start for p, _ in pairs[:3]) and pairs[3][0][: len(start)] != start
+    params = train.adapter_params(model, "probe")
+    with torch.no_grad():
+        for p in params.values():
+            p.add_(0.05 * torch.randn_like(p))  # an adapter that changes the outputs
+        whole = train.pair_logits(model, pairs, pad=0, device=llm.device)
+        shared = train.pair_logits(model, pairs, pad=0, device=llm.device, start=start)
+    assert shared.shape == whole.shape == (sum(len(t) for _, t in pairs), whole.shape[-1])
+    assert torch.allclose(shared, whole, atol=1e-4)
+    for p in params.values():
+        p.requires_grad_(True)
+    train.pair_logits(model, pairs, pad=0, device=llm.device, start=start).logsumexp(-1).sum().backward()
+    assert sum(float(p.grad.abs().sum()) for p in params.values() if p.grad is not None) > 0
+    learner.adapters.unload("probe")
 
 
 KILL_AFTER_PASS = """

@@ -150,7 +150,7 @@ def generate(llm: Any, prompts: Sequence[Prompt], *, max_new_tokens: int,
         avoids = list(row_avoid) if row_avoid is not None else [avoid] * len(prompts)
         processors.append(_copy_mix(tok, prompts, starts, texts, copy_mix, avoids, lang or get_language()))
     with torch.no_grad():
-        cache = _prefix_cache(llm, input_ids[:1, :shared], len(rows)) if shared else {}
+        cache = prefix_cache(llm.model, input_ids[:1, :shared], len(rows)) if shared else {}
         out = llm.model.generate(
             input_ids=input_ids,
             attention_mask=mask,
@@ -179,12 +179,12 @@ def shared_prefix(rows: Sequence[Sequence[int]]) -> int:
     return n if n >= MIN_SHARED else 0
 
 
-def _prefix_cache(llm: Any, prefix: Any, batch: int) -> dict[str, Any]:
-    """`generate`'s keyword for the key/value cache of `prefix` (one row), repeated for a batch of
-    `batch` rows: the shared start of the prompts is computed once instead of once per row (on a
-    CPU the prefill, not the decoding, is what a batch pays for per row; docs/serve.md).
-    transformers 5 names it `cache`, 4.x `past_key_values`."""
-    out = llm.model(input_ids=prefix, use_cache=True)
+def prefix_cache(model: Any, prefix: Any, batch: int) -> dict[str, Any]:
+    """The keyword (for `generate` or a forward call of `model`) passing the key/value cache of
+    `prefix` (one row), repeated for a batch of `batch` rows: the shared start of the prompts is
+    computed once instead of once per row (on a CPU the prefill, not the decoding, is what a batch
+    pays for per row; docs/serve.md). transformers 5 names it `cache`, 4.x `past_key_values`."""
+    out = model(input_ids=prefix, use_cache=True)
     name = "cache" if "cache" in out else "past_key_values"
     cache = out[name]
     if batch > 1:

@@ -290,17 +290,18 @@ def _soft_targets(llm: Any, examples: list[Example], *, batch_size: int) -> None
     example's target tokens, teacher-forced, with any adapter switched off."""
     import torch
 
-    from kupdate.consolidate.train import adapters_off, target_batch, target_logits
+    from kupdate.consolidate.train import adapters_off, pair_logits, shared_prefix
 
     model = llm.model
     with torch.no_grad(), adapters_off(model):
         heads_of = [x.teacher if x.teacher is not None else x.prompt_ids for x in examples]
         for part in length_batches([len(h) + len(x.target_ids) for h, x in zip(heads_of, examples)], batch_size):
             batch = [examples[i] for i in part]
-            input_ids, attn, rows, cols = target_batch([(heads_of[i], examples[i].target_ids) for i in part],
-                                                       pad=_pad_id(llm.tokenizer), device=llm.device)
-            top = torch.topk(torch.log_softmax(target_logits(model, input_ids, attn, rows, cols).float(), -1),
-                             TOP_K, dim=-1)
+            # The system message and template start the batch's prompts share run once (exact here).
+            logits = pair_logits(model, [(heads_of[i], examples[i].target_ids) for i in part],
+                                 pad=_pad_id(llm.tokenizer), device=llm.device,
+                                 start=shared_prefix([heads_of[i] for i in part]))
+            top = torch.topk(torch.log_softmax(logits.float(), -1), TOP_K, dim=-1)
             offset = 0
             for x in batch:
                 n = len(x.target_ids)

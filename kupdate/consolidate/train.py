@@ -33,8 +33,11 @@ class TrainResult:
     tokens: int = 0
     seconds: float = 0.0
     epochs: int = 0
-    # Per pass checked: the share of the facts' own clozes answered with their value (early stopping).
+    # Per check: the share of the facts' own clozes answered with their value (early stopping),
+    # and when it was made, in passes (2.0: after the second pass; 2.5: half-way through the third).
     recalled: list[float] = field(default_factory=list)
+    checked_at: list[float] = field(default_factory=list)
+    passes: float = 0.0  # passes made, counting a pass stopped early as the share of its steps made
     examples: int = 0
     resumed_from: int = 0  # passes already done by a killed run this one continued (`resume`)
 
@@ -152,6 +155,8 @@ class Trainer:
         self.per_step = max(1, cfg.batch_size // 8) if self.replay else 0
         tok = llm.tokenizer
         self.pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        # The start the chat-template prompts share (questions and replay; statements have none).
+        self.start = shared_prefix([x.prompt_ids for x in examples if x.kind != "statement"]) if cfg.share_start else []
 
     @contextlib.contextmanager
     def _training(self) -> Iterator[Any]:
@@ -177,7 +182,7 @@ class Trainer:
             opt = torch.optim.AdamW(list(self.params.values()), lr=self.cfg.learning_rate, weight_decay=0.0)
             for batch in _batches(self.facts, self.replay, self.cfg.batch_size, self.per_step, self.rng,
                                   steps=WARMUP_STEPS):
-                _step(model, opt, batch, self.cfg, self.pad, self.llm.device)
+                _step(model, opt, batch, self.cfg, self.pad, self.llm.device, self.start)
             scores = {n: (p.detach() - self.init[n]).abs() for n, p in self.params.items()}
             with torch.no_grad():
                 for n, p in self.params.items():
@@ -211,9 +216,23 @@ class Trainer:
                 bar = tqdm(total=total, initial=result.steps, desc=f"consolidate {self.name}", unit="step",
                            disable=not progress, leave=False)
                 start, seen = time.perf_counter(), result.examples
+                first_check = min(cfg.min_epochs, n_epochs)
+
+                def check(passes: float) -> bool:
+                    """Whether enough facts come back to stop (never before `first_check` passes)."""
+                    if cfg.stop_recall <= 0 or not checks or passes < first_check:
+                        return False
+                    result.recalled.append(round(recalled(llm, checks, CHECK_BATCH), 4))
+                    result.checked_at.append(round(passes, 3))
+                    return result.recalled[-1] >= cfg.stop_recall
+
                 for epoch in range(result.epochs, 0 if done else n_epochs):
-                    for batch in _batches(self.facts, self.replay, cfg.batch_size, self.per_step, self.rng):
-                        loss, tokens = _step(model, opt, batch, cfg, self.pad, llm.device)
+                    batches = list(_batches(self.facts, self.replay, cfg.batch_size, self.per_step, self.rng))
+                    # Check points inside the pass (its last one is the end-of-pass check below).
+                    inside = {round(len(batches) * k / cfg.checks_per_pass) for k in range(1, cfg.checks_per_pass)}
+                    stop = False
+                    for i, batch in enumerate(batches, 1):
+                        loss, tokens = _step(model, opt, batch, cfg, self.pad, llm.device, self.start)
                         sched.step()
                         result.losses.append(round(loss, 4))
                         result.tokens += tokens
@@ -222,11 +241,12 @@ class Trainer:
                         bar.update(1)
                         rate = (result.examples - seen) / max(time.perf_counter() - start, 1e-9)
                         bar.set_postfix(loss=f"{loss:.3f}", ex_s=f"{rate:.1f}")
+                        result.passes = epoch + i / len(batches)
+                        if i in inside and i < len(batches) and check(result.passes):
+                            stop = True
+                            break
                     result.epochs = epoch + 1
-                    stop = False
-                    if cfg.stop_recall > 0 and checks and result.epochs >= min(cfg.min_epochs, n_epochs):
-                        result.recalled.append(round(recalled(llm, checks, CHECK_BATCH), 4))
-                        stop = result.recalled[-1] >= cfg.stop_recall
+                    stop = stop or check(result.epochs)
                     if save is not None:
                         save(self._state(given, opt, sched, result, before + time.perf_counter() - start,
                                          done=stop or result.epochs == n_epochs))
@@ -244,7 +264,8 @@ class Trainer:
     def _state(self, mask: dict[str, Any] | None, opt: Any, sched: Any, result: TrainResult, seconds: float, *,
                done: bool) -> dict[str, Any]:
         """Everything `run` needs to continue after the pass just made (see `resume`)."""
-        figures = {k: getattr(result, k) for k in ("losses", "steps", "tokens", "epochs", "recalled", "examples")}
+        figures = {k: getattr(result, k) for k in ("losses", "steps", "tokens", "epochs", "recalled", "examples",
+                                                  "checked_at", "passes")}
         return {"mask": mask, "params": {n: p.detach().cpu().clone() for n, p in self.params.items()},
                 "opt": opt.state_dict(), "sched": sched.state_dict(), "rng": self.rng.getstate(),
                 "result": figures, "seconds": seconds, "done": done}
@@ -263,6 +284,13 @@ class Trainer:
             setattr(result, k, v)
         result.resumed_from = result.epochs
         return bool(state["done"]), float(state["seconds"])
+
+
+def shared_prefix(prompts: Sequence[Sequence[int]]) -> list[int]:
+    """The token ids all `prompts` begin with ([] when fewer than `decoding.MIN_SHARED`)."""
+    from kupdate.answering.decoding import shared_prefix as common
+
+    return list(prompts[0][: common(prompts)]) if len(prompts) > 1 else []
 
 
 def lr_factor(schedule: str, step: int, total: int) -> float:
@@ -320,26 +348,66 @@ def _batches(facts: list[Any], replay: list[Any], size: int, per_step: int, rng:
             return
 
 
-def target_logits(model: Any, input_ids: Any, attn: Any, rows: Any, cols: Any) -> Any:
-    """Logits at the (row, col) positions only: the output layer (a 576 x 49k matmul per token for
-    SmolLM2) runs on the target tokens, not on every prompt and padding token."""
+def _body_and_head(model: Any) -> tuple[Any, Any]:
+    """The transformer body (hidden states) and the output layer of a (peft-wrapped) causal LM;
+    (None, None) for a model that does not expose them."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     body = getattr(base, base.base_model_prefix, None)
     head = base.get_output_embeddings()
-    if body is None or head is None:
+    return (body, head) if body is not None and head is not None else (None, None)
+
+
+def target_logits(model: Any, input_ids: Any, attn: Any, rows: Any, cols: Any) -> Any:
+    """Logits at the (row, col) positions only: the output layer (a 576 x 49k matmul per token for
+    SmolLM2) runs on the target tokens, not on every prompt and padding token."""
+    body, head = _body_and_head(model)
+    if body is None:
         return model(input_ids=input_ids, attention_mask=attn).logits[rows, cols]
     hidden = body(input_ids=input_ids, attention_mask=attn).last_hidden_state
     return head(hidden[rows, cols])
 
 
-def _step(model: Any, opt: Any, batch: list[Any], cfg: Any, pad: int, device: Any) -> tuple[float, int]:
+def pair_logits(model: Any, pairs: Sequence[tuple[list[int], list[int]]], *, pad: int, device: Any,
+                start: Sequence[int] = ()) -> Any:
+    """`target_logits` of (prompt ids, target ids) pairs, all rows' targets in order.
+
+    `start`: token ids that many prompts begin with (the chat template's opening and system
+    message, a third to a half of a short question's tokens). It is run once, without gradient,
+    and its keys and values are shared by the rows that begin with it; the other rows do not
+    attend to it. The logits are those of running every row whole (the model as it is now sees
+    the same tokens at the same positions); only the gradient through `start`'s own positions is
+    left out, which a step does not need to learn what follows it (docs/consolidation.md)."""
     import torch
 
-    input_ids, attn, rows, cols = target_batch([(x.prompt_ids, x.target_ids) for x in batch], pad=pad, device=device)
+    from kupdate.answering.decoding import prefix_cache
+
+    n = len(start)
+    uses = [n > 0 and len(p) > n and list(p[:n]) == list(start) for p, _ in pairs]
+    body, head = _body_and_head(model)
+    if body is None or not any(uses):
+        return target_logits(model, *target_batch(pairs, pad=pad, device=device))
+    own = [(p[n:] if u else p, t) for (p, t), u in zip(pairs, uses)]
+    input_ids, attn, rows, cols = target_batch(own, pad=pad, device=device)
+    with torch.no_grad():
+        cache = prefix_cache(body, torch.tensor([list(start)], device=device), len(pairs))
+    used = torch.tensor(uses, device=device)
+    mask = torch.cat([used[:, None].expand(-1, n).to(attn.dtype), attn], dim=1)
+    positions = torch.arange(attn.shape[1], device=device)[None, :] + (used.long() * n)[:, None]
+    hidden = body(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                  **cache).last_hidden_state
+    return head(hidden[rows, cols])
+
+
+def _step(model: Any, opt: Any, batch: list[Any], cfg: Any, pad: int, device: Any,
+          start: Sequence[int] = ()) -> tuple[float, int]:
+    """One optimizer step on `batch`; returns its loss and its examples' tokens (`pair_logits`)."""
+    import torch
+
+    pairs = [(x.prompt_ids, x.target_ids) for x in batch]
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if str(device).startswith("cuda")
                 else contextlib.nullcontext())
     with autocast:
-        logits = target_logits(model, input_ids, attn, rows, cols)
+        logits = pair_logits(model, pairs, pad=pad, device=device, start=start)
     logp_all = torch.log_softmax(logits.float(), dim=-1)
     lm_terms, soft_terms = [], []
     offset = 0
@@ -364,4 +432,4 @@ def _step(model: Any, opt: Any, batch: list[Any], cfg: Any, pad: int, device: An
     loss.backward()
     torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], 1.0)
     opt.step()
-    return float(loss.detach()), int(attn.sum())
+    return float(loss.detach()), sum(len(p) + len(t) for p, t in pairs)
