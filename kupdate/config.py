@@ -134,8 +134,8 @@ class ConsolidationConfig:
     epochs: int = _f(8, "Most passes over the domain's training set.")
     min_epochs: int = _f(2, "Passes made before training may stop early.")
     stop_recall: float = _f(
-        0.96, "Training stops after a pass once this share of the facts' own clozes, asked of the "
-        "student (greedy), give the fact's value; 0: always make every pass.")
+        0.96, "Training stops at a check (see checks_per_pass) once this share of the facts' own clozes, "
+        "asked of the student (greedy), give the fact's value; 0: always make every pass.")
     checks_per_pass: int = _f(
         2, "Early-stopping checks per pass from min_epochs on, evenly spaced (1: only at the end of a pass).")
     schedule: str = _f("cosine", "Learning-rate schedule over the planned steps: 'cosine' (down to a tenth) or 'constant'.")
