@@ -46,6 +46,23 @@ def test_first_line_stops_early_with_the_same_first_line(tiny_llm_dir):
     short = generate(llm, prompts, max_new_tokens=40, first_line=True)
     assert [first_line(s) for s in short] == [first_line(f) for f in full]
     assert all(len(s) <= len(f) for s, f in zip(short, full))
+    # one flag per row (rows read and rows answered share a call): each row as its flag asks
+    mixed = generate(llm, prompts, max_new_tokens=40, first_line=[True, False, True])
+    assert mixed == [short[0], full[1], short[2]]
+
+
+def test_first_line_stops_only_the_rows_flagged(tiny_llm_dir):
+    import torch
+
+    from kupdate.answering.decoding import FirstLine
+    from kupdate.models import load_llm
+
+    tok = load_llm(str(tiny_llm_dir), cache_dir=tiny_llm_dir.parent, device="cpu").tokenizer
+    rows = [tok(t, add_special_tokens=False)["input_ids"] for t in ("Ann Roe.\nMore", "Ann Roe.\nMore", "Ann Roe")]
+    width = max(len(r) for r in rows)
+    ids = torch.tensor([r + [r[-1]] * (width - len(r)) for r in rows])
+    assert FirstLine(tok, 0, [True, False, True])(ids, None).tolist() == [True, False, False]
+    assert FirstLine(tok, 0)(ids, None).tolist() == [True, True, False]
 
 
 def test_copy_mix_starts_an_answer_where_the_best_notes_start():

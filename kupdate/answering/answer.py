@@ -12,12 +12,15 @@ server faster than one answering in turn, docs/serve.md):
 1. per question (cheap, no LLM): embed, retrieve, the gate, the adapter routes;
 2. per adapter set: questions routed to different adapters cannot share the model at once
    (`Adapters.active` switches them in place), so each set of routes is one group;
-3. per group, one generation reads every competitor of every question, then each is settled;
-4. per group, one generation for all the answers that are not a winner's reading: rows with
-   memories copy from their own notes and avoid their own replaced values, rows without decode as
-   the base model does. One call, not one per kind of row: a decoding step for 8 rows costs about
-   1.5 times one row's (SmolLM2-135M on 2 CPU cores: 98 ms against 67), so a rambling base answer
-   no longer runs its steps on its own after the others.
+3. per group, one generation reads every competitor of every question that has competitors and
+   answers every question that has none (its answer does not wait for a reading); then each read
+   question is settled;
+4. per group, one generation for the read questions whose readings named no winner.
+   Rows with memories copy from their own notes and avoid their own replaced values, rows without
+   decode as the base model does. One call, not one per kind of row: a decoding step for 8 rows
+   costs about 1.5 times one row's (SmolLM2-135M on 2 CPU cores: 98 ms against 67), so a rambling
+   base answer no longer runs its steps on its own after the others, and a batch of questions
+   costs two generations at most.
 
 Greedy decoding with padding masked out gives a row the same text in a batch as alone, so batching
 changes the time, not the answers.
@@ -33,7 +36,7 @@ from typing import Any
 from kupdate.answering.compose import final_prompt, one_of, quote
 from kupdate.answering.current import judge, rivals, winner
 from kupdate.answering.decoding import generate
-from kupdate.answering.freshness import Reading, read_notes
+from kupdate.answering.freshness import Reading, reading_prompts
 from kupdate.answering.gate import GateDecision, decide
 from kupdate.answering.notes import Note
 from kupdate.answering.query import Query
@@ -146,11 +149,7 @@ def ask_batch(kb: Any, questions: Sequence[str], *, memory: bool = True, adapter
         groups.setdefault(tuple(r.name for r in item.routes), []).append(item)
     for group in groups.values():
         with kb.adapters.active(group[0].routes):
-            if kb.config.freshness.read:
-                _read(kb, [it for it in group if it.reads])
-            for it in group:
-                if it.reads:
-                    _choose(kb, it)
+            _first_pass(kb, group)
             _answer(kb, [it for it in group if it.text is None])
     answers = []
     for it in items:
@@ -189,22 +188,44 @@ def _prepare(kb: Any, question: str, memory: bool, adapter: bool, domain: str | 
     return item
 
 
-def _read(kb: Any, items: list[_Item]) -> None:
-    """Every competitor of every item read in one generation, then each item settled."""
+def _first_pass(kb: Any, items: list[_Item]) -> None:
+    """One generation for the group: every competitor of every question that has some, and the
+    final answer of every question that has none (its answer does not wait for a reading). Then
+    each read question is settled: its winner's reading is its answer, or it is left for `_answer`."""
     cfg = kb.config
     start = time.perf_counter()
-    found = [(it, rivals(kb, it.query, it.qvec, it.memories, it.limit)) for it in items if it.query is not None]
-    found = [(it, rs) for it, rs in found if rs]
-    if not found:
-        return
+    found = []
+    if cfg.freshness.read:
+        found = [(it, rivals(kb, it.query, it.qvec, it.memories, it.limit)) for it in items if it.reads]
+        found = [(it, rs) for it, rs in found if rs]
+    read = {id(it) for it, _ in found}
+    direct = [it for it in items if id(it) not in read]
+    for it in direct:
+        if it.reads:
+            _choose(kb, it)
     questions = [it.question for it, rs in found for _ in rs]
-    groups = [notes for _, rs in found for _, notes in rs]
-    texts = iter(read_notes(kb.llm, questions, groups, max_new_tokens=cfg.generation.max_new_tokens,
-                            copy_mix=cfg.generation.copy_mix, lang=kb.language))
+    prompts, sources = reading_prompts(kb.llm.tokenizer, questions, [notes for _, rs in found for _, notes in rs])
+    avoids: list[tuple[str, ...]] = [()] * len(prompts)
+    for it in direct:
+        prompt, own, avoid = final_prompt(kb, it.question, it.notes, it.outdated)
+        prompts.append(prompt)
+        sources.append(own)
+        avoids.append(avoid)
+    if not prompts:
+        return
+    texts = iter(generate(kb.llm, prompts, max_new_tokens=cfg.generation.max_new_tokens,
+                          row_sources=sources if any(sources) else None, copy_mix=cfg.generation.copy_mix,
+                          row_avoid=avoids, first_line=[i < len(questions) for i in range(len(prompts))],
+                          lang=kb.language))
     for it, rs in found:
         assert it.query is not None
         it.readings = judge(kb, it.query, [m for m, _ in rs], [next(texts) for _ in rs])
+    for it in direct:
+        it.text = next(texts)
     _share([it for it, _ in found], "freshness", start)
+    _share(direct, "generate", start)
+    for it, _ in found:
+        _choose(kb, it)
 
 
 def _choose(kb: Any, it: _Item) -> None:

@@ -111,7 +111,7 @@ class CopyMix:
 
 
 def generate(llm: Any, prompts: Sequence[Prompt], *, max_new_tokens: int,
-             copy_sources: Sequence[str] = (), copy_mix: float = 0.0, first_line: bool = False,
+             copy_sources: Sequence[str] = (), copy_mix: float = 0.0, first_line: bool | Sequence[bool] = False,
              row_sources: Sequence[Sequence[str]] | None = None, avoid: Sequence[str] = (),
              row_avoid: Sequence[Sequence[str]] | None = None, temperature: float = 0.0, strip: bool = True,
              lang: Language | None = None) -> list[str]:
@@ -121,7 +121,8 @@ def generate(llm: Any, prompts: Sequence[Prompt], *, max_new_tokens: int,
     `strip=False` keeps the answers' leading space (whether the first token starts a new word).
 
     `first_line`: stop each answer at its first line break once it has text (what the metrics
-    score); greedy decoding makes that line the same as in the full answer. `row_sources`: each
+    score); greedy decoding makes that line the same as in the full answer; one flag per prompt
+    stops only those rows there (rows of both kinds share one call). `row_sources`: each
     prompt's own copy sources instead of the shared `copy_sources` (a row with none decodes as the
     base model does, so rows with and without memories share one call). `avoid`: names of replaced
     values, never proposed as the answer's value (`CopyMix` slots); `row_avoid`: each row's own."""
@@ -129,6 +130,9 @@ def generate(llm: Any, prompts: Sequence[Prompt], *, max_new_tokens: int,
     from transformers import LogitsProcessorList, StoppingCriteriaList
 
     tok = llm.tokenizer
+    lines = [first_line] * len(prompts) if isinstance(first_line, bool) else list(first_line)
+    if len(lines) != len(prompts):
+        raise ValueError(f"first_line: {len(lines)} flags for {len(prompts)} prompts")
     rows, starts = [], []
     for p in prompts:
         head = tok(p.text, add_special_tokens=False)["input_ids"]
@@ -159,7 +163,7 @@ def generate(llm: Any, prompts: Sequence[Prompt], *, max_new_tokens: int,
             do_sample=temperature > 0,
             **({"temperature": temperature, "top_p": 0.95, "top_k": 0} if temperature > 0 else {}),
             logits_processor=processors,
-            stopping_criteria=StoppingCriteriaList([FirstLine(tok, width)] if first_line else []),
+            stopping_criteria=StoppingCriteriaList([FirstLine(tok, width, first_line)] if any(lines) else []),
             pad_token_id=pad,
         )
     texts = tok.batch_decode(out[:, width:], skip_special_tokens=True)
@@ -193,16 +197,18 @@ def prefix_cache(model: Any, prefix: Any, batch: int) -> dict[str, Any]:
 
 
 class FirstLine:
-    """Stopping criterion: a row is done once its answer has a non-blank line followed by a break."""
+    """Stopping criterion: a row is done once its answer has a non-blank line followed by a break.
+    `rows`: True for every row (default), or one flag per row (the others run to their end)."""
 
-    def __init__(self, tok: Any, start: int) -> None:
-        self.tok, self.start = tok, start
+    def __init__(self, tok: Any, start: int, rows: bool | Sequence[bool] = True) -> None:
+        self.tok, self.start, self.rows = tok, start, rows
 
     def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
         import torch
 
+        rows = [self.rows] * len(input_ids) if isinstance(self.rows, bool) else self.rows
         texts = self.tok.batch_decode(input_ids[:, self.start :], skip_special_tokens=True)
-        return torch.tensor([t.lstrip().find("\n") > 0 for t in texts], device=input_ids.device)
+        return torch.tensor([on and t.lstrip().find("\n") > 0 for on, t in zip(rows, texts)], device=input_ids.device)
 
 
 def value_names(question: str, sources: Sequence[str], avoid: Sequence[str] = (),

@@ -25,7 +25,7 @@ from typing import Any
 
 from kupdate.answering.decoding import generate
 from kupdate.answering.notes import Note
-from kupdate.answering.prompt import memory_prompt
+from kupdate.answering.prompt import Prompt, memory_prompt
 from kupdate.language import Language
 
 
@@ -120,12 +120,18 @@ def competitors(memories: Sequence[Any], threshold: float, window: float, limit:
     return chosen
 
 
-def read_notes(llm: Any, question: str | Sequence[str], notes: Sequence[Sequence[Note]], *, max_new_tokens: int,
-               copy_mix: float, lang: Language | None = None) -> list[str]:
-    """The answer to `question` from each group of notes alone, in one batch (greedy, first line).
+def reading_prompts(tokenizer: Any, question: str | Sequence[str],
+                    notes: Sequence[Sequence[Note]]) -> tuple[list[Prompt], list[list[str]]]:
+    """The prompt reading each group of notes alone, and what each copies from.
     `question`: one for every group, or one per group (groups of several questions read together)."""
     questions = [question] * len(notes) if isinstance(question, str) else list(question)
-    prompts = [memory_prompt(llm.tokenizer, q, group) for q, group in zip(questions, notes)]
-    sources = [[n.copy_text for n in group] for group in notes]
+    prompts = [memory_prompt(tokenizer, q, group) for q, group in zip(questions, notes)]
+    return prompts, [[n.copy_text for n in group] for group in notes]
+
+
+def read_notes(llm: Any, question: str | Sequence[str], notes: Sequence[Sequence[Note]], *, max_new_tokens: int,
+               copy_mix: float, lang: Language | None = None) -> list[str]:
+    """The answer to `question` from each group of notes alone, in one batch (greedy, first line)."""
+    prompts, sources = reading_prompts(llm.tokenizer, question, notes)
     return generate(llm, prompts, max_new_tokens=max_new_tokens, copy_mix=copy_mix, row_sources=sources,
                     first_line=True, lang=lang)
