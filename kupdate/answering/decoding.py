@@ -163,7 +163,7 @@ def generate(llm: Any, prompts: Sequence[Prompt], *, max_new_tokens: int,
             do_sample=temperature > 0,
             **({"temperature": temperature, "top_p": 0.95, "top_k": 0} if temperature > 0 else {}),
             logits_processor=processors,
-            stopping_criteria=StoppingCriteriaList([FirstLine(tok, width, first_line)] if any(lines) else []),
+            stopping_criteria=StoppingCriteriaList([FirstLine(tok, width, lines)] if any(lines) else []),
             pad_token_id=pad,
         )
     texts = tok.batch_decode(out[:, width:], skip_special_tokens=True)
