@@ -26,11 +26,14 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "counterfact-edit.json"
 
 
-def write_domain(path: Path, records: list[dict], domain: str) -> Path:
+def write_domain(path: Path, records: list[dict], domain: str, first: int = 0) -> Path:
+    """`records` as JSONL for `ingest`, sources `<domain>-<first>`, `<domain>-<first + 1>`, ... (a
+    source ingested again is a new version of that document and supersedes the old one, so rounds
+    of one domain number on)."""
     lines = [json.dumps({"text": f"{r['prompt']} {r['target_new']}.", "source": f"{domain}-{i}", "domain": domain,
                          "checks": {"question": r["prompt"], "answer": r["target_new"],
                                     "paraphrases": [r["rephrase_prompt"]], "unrelated": [r["locality_prompt"]]}})
-             for i, r in enumerate(records)]
+             for i, r in enumerate(records, first)]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
 

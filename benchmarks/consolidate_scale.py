@@ -92,7 +92,7 @@ def run_setting(name: str, template: Path, out: Path, rounds: list[list[dict]], 
     start, rows, first_ids = time.perf_counter(), [], None
     done = 0
     for i, records in enumerate(rounds, 1):
-        kb.ingest([write_domain(out / f"{name}-round-{i}.jsonl", records, DOMAIN)])
+        kb.ingest([write_domain(out / f"{name}-round-{i}.jsonl", records, DOMAIN, first=done)])
         t = time.perf_counter()
         [report] = kb.consolidate(DOMAIN, force=True, progress=True).reports
         seconds = time.perf_counter() - t
@@ -104,6 +104,9 @@ def run_setting(name: str, template: Path, out: Path, rounds: list[list[dict]], 
             first_recall = figure(after["fresh_recall"])
         else:
             first = [r for r in current if r.id in first_ids]
+            if not first:
+                raise SystemExit("[consolidate_scale] round 1's records are no longer current "
+                                 "(superseded by a later round?); forgetting cannot be measured")
             again = evaluate.measure(kb, dataset.probes_for(first), first, [])
             first_recall = figure(again["fresh_recall"])
         training = report.get("training", {})
