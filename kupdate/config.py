@@ -88,8 +88,14 @@ class GateConfig:
         "proportionally less, so a question about another subject of the same shape keeps the gate shut."
     )
     choice_weight: float = _f(
-        0.6, "For a question listing alternatives ('Options: a; b; c'), a memory naming exactly one of them "
-        "closes this share of the gap between its score and 1. Exemplars list none, so calibration is unchanged."
+        0.6, "For a question listing alternatives ('Options: a; b; c'), a memory supporting one of them "
+        "(choice_margin) closes this share of the gap between its score and 1. Exemplars list none, so "
+        "calibration is unchanged."
+    )
+    choice_margin: float = _f(
+        0.2, "A memory supports one alternative when the IDF-weighted share of that alternative's terms it "
+        "contains (1 when it names it whole) beats every other alternative's by at least this; the answer "
+        "is then that alternative."
     )
     check_answers: int = _f(
         16, "Calibration asks up to this many of the highest-scoring exemplars with the gate open; one the "
@@ -106,6 +112,8 @@ class GateConfig:
             raise ConfigError("gate.check_answers must be >= 0")
         if not 0 <= self.choice_weight <= 1:
             raise ConfigError("gate.choice_weight must be between 0 and 1")
+        if not 0 < self.choice_margin <= 1:
+            raise ConfigError("gate.choice_margin must be above 0 and at most 1")
 
 
 @dataclass

@@ -37,6 +37,8 @@ def test_the_alternatives_are_parsed_without_their_label_and_are_not_what_is_ask
     ("memory", "boosted"),
     [
         ("The Tarnby rowing club's new eight was built by Bexa Marine in Kelso.", True),
+        # most of one alternative's words, none of the others': it points at that one
+        ("The Tarnby rowing club's new eight came from the Bexa yard in Kelso.", True),
         # naming two alternatives rules nothing out
         ("Tarnby rowers tried boats from Bexa Marine and Pike Boats before choosing.", False),
         ("The Tarnby rowing club picked a new boat this week.", False),
@@ -62,15 +64,33 @@ def test_a_question_without_alternatives_scores_as_before():
 @pytest.mark.parametrize(
     ("answer", "cited", "expected"),
     [
-        # the answer names one alternative: kept as written
-        ("It was built by Pike Boats.", ["Built by Bexa Marine."], "It was built by Pike Boats."),
-        # the answer names none: the one the memory names
+        # the memory names one alternative: it decides, whatever the model's wording picked
+        ("It was built by Pike Boats.", ["Built by Bexa Marine."], "Bexa Marine."),
         ("The club picked a new boat.", ["The new eight was built by Bexa Marine."], "Bexa Marine."),
-        # the memory names two: nothing to decide with, the answer stays
+        # the memory holds one alternative's rarest word only: still that one
+        ("The club picked a new boat.", ["The new eight came from the Bexa yard."], "Bexa Marine."),
+        # the memory names two: nothing to decide with, the answer stays as written
         ("The club picked a new boat.", ["Bexa Marine and Pike Boats both offered one."], "The club picked a new boat."),
+        ("It was built by Pike Boats.", ["Bexa Marine and Pike Boats both offered one."], "It was built by Pike Boats."),
+        # the first memory rules nothing out, the second supports one
+        ("The club picked a new boat.", ["The club picked a new boat this week.", "Pike Boats delivered it."],
+         "Pike Boats."),
     ],
 )
-def test_the_answer_to_a_choice_question_names_one_alternative(answer, cited, expected):
+def test_the_answer_to_a_choice_question_is_the_alternative_the_memory_supports(answer, cited, expected):
     query = Query.build(QUESTION, {}, 10)
-    assert one_of(query, answer, [_Mem(t) for t in cited]) == expected
-    assert one_of(Query.build("which yard built it?", {}, 10), answer, [_Mem(t) for t in cited]) == answer
+    margin = GateConfig().choice_margin
+    assert one_of(query, answer, [_Mem(t) for t in cited], margin) == expected
+    assert one_of(Query.build("which yard built it?", {}, 10), answer, [_Mem(t) for t in cited], margin) == answer
+
+
+def test_support_weighs_an_alternatives_words_by_how_rare_they_are_in_the_kb():
+    # "marine" is in every memory of the KB, "bexa" in one: finding "bexa" says more
+    df = {"bexa": 1, "marine": 9, "pike": 1, "boats": 9, "orlen": 1, "yard": 9, "haldor": 1, "sons": 9}
+    query = Query.build(QUESTION, df, 10)
+    from kupdate.answering.gate import support, supported
+
+    bexa, pike = support(query, "The Bexa yard did it."), support(query, "A marine yard did it.")
+    assert bexa[1] > 0.8 and pike[1] < 0.2
+    assert supported(query, "The Bexa yard did it.", 0.2) == 1
+    assert supported(query, "A marine yard did it.", 0.2) is None

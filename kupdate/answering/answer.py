@@ -154,7 +154,7 @@ def ask_batch(kb: Any, questions: Sequence[str], *, memory: bool = True, adapter
     answers = []
     for it in items:
         if it.query is not None and it.gate.open:
-            it.text = one_of(it.query, it.text or "", it.given)
+            it.text = one_of(it.query, it.text or "", it.given, kb.config.gate.choice_margin)
         it.clock.ms.setdefault("generate", 0.0)
         label = ", ".join(r.label for r in it.routes) or None
         answers.append(Answer(it.question, it.text or "", it.gate, it.given + it.outdated, label, it.clock.done(),

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from kupdate.answering.gate import supported
 from kupdate.answering.notes import Note, focus
 from kupdate.answering.prompt import Prompt, base_prompt, memory_prompt
 from kupdate.answering.query import Query
 from kupdate.answering.retrieval import Memory
-from kupdate.text import mentions, plain
+from kupdate.text import plain
 
 
 def select(memories: list[Memory], window: float, top_k: int) -> tuple[list[Memory], list[Memory]]:
@@ -57,15 +58,14 @@ def final_prompt(kb: Any, question: str, notes: list[Note], outdated: list[Memor
     return prompt, sources, avoid
 
 
-def one_of(query: Query, answer: str, cited: list[Memory]) -> str:
-    """For a question listing alternatives, an answer that names one of them: the answer itself
-    when its first line names exactly one; else the one alternative the cited memories name, when
-    they name exactly one (the memory decided, the model's wording did not state it); else the
-    answer unchanged."""
+def one_of(query: Query, answer: str, cited: list[Memory], margin: float) -> str:
+    """For a question listing alternatives: the alternative that the first cited memory supporting
+    one supports (`gate.supported`; the memory decides, whatever the model's wording picked), else
+    the answer as the model wrote it (a memory naming none or several rules nothing out)."""
     if not query.choices or not cited:
         return answer
-    line = answer.strip().splitlines()[0] if answer.strip() else ""
-    if sum(mentions(line, c) for c in query.choices) == 1:
-        return answer
-    named = [c for c in query.choices if any(mentions(plain(m.record.text), c) for m in cited)]
-    return f"{named[0]}." if len(named) == 1 else answer
+    for m in cited:
+        found = supported(query, plain(m.record.text), margin)
+        if found is not None:
+            return f"{query.choices[found]}."
+    return answer

@@ -69,19 +69,32 @@ def _relevance(query: Query, text: str, dense: float, cfg: GateConfig, context: 
         # Missing the question's most specific names ("Acme Energy" against a memory about "Zenith
         # Energy": only the sector word is shared) is strong evidence of another subject.
         score *= entity / cfg.min_entity_coverage
-    # A question listing alternatives: a memory naming exactly one of them speaks to it (it names a
-    # candidate answer and rules out the others). It closes part of the gap to 1, so it weighs
-    # most for a memory already close to the question.
-    choice = _choice(query, text)
+    # A question listing alternatives: a memory that supports one of them ahead of the others speaks
+    # to it (it points at a candidate answer and away from the rest). It closes part of the gap to
+    # 1, so it weighs most for a memory already close to the question.
+    choice = 1.0 if supported(query, text, cfg.choice_margin) is not None else 0.0
     score += cfg.choice_weight * choice * (1 - score)
     return Relevance(round(score, 4), round(dense_c, 4), round(lexical, 4), round(entity, 4), choice)
 
 
-def _choice(query: Query, text: str) -> float:
-    """1.0 when `text` names exactly one of the question's alternatives, else 0.0."""
-    if not query.choices:
-        return 0.0
-    return 1.0 if sum(mentions(text, c) for c in query.choices) == 1 else 0.0
+def support(query: Query, text: str) -> list[float]:
+    """How much `text` says for each of the question's alternatives: 1.0 when it names one whole,
+    else the IDF-weighted share of that alternative's own terms (`Query.choice_terms`) it contains
+    ("the yard in Kelso" for "Kelso Marine Yard" holds its rarest words, not the phrase). An
+    alternative made only of the question's words gets 0: a memory repeating the question names it."""
+    present = query.lang.stems(text)
+    return [0.0 if not terms else 1.0 if mentions(text, c) else coverage(terms, query.choice_idf, present, query.lang.stem)
+            for c, terms in zip(query.choices, query.choice_terms)]
+
+
+def supported(query: Query, text: str, margin: float) -> int | None:
+    """The index of the alternative `text` supports ahead of every other by at least `margin`
+    (`support`), or None: naming two alternatives alike, or none, rules nothing out."""
+    if len(query.choices) < 2:
+        return None
+    found = support(query, text)
+    order = sorted(range(len(found)), key=lambda i: -found[i])
+    return order[0] if found[order[0]] - found[order[1]] >= margin else None
 
 
 @dataclass

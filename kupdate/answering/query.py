@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from kupdate.language import Language, get_language
 from kupdate.text import plain
@@ -55,6 +55,10 @@ class Query:
     focus: Query | None = None
     # The alternatives the question offers, when it lists them: the answer is one of them.
     choices: tuple[str, ...] = ()
+    # Each alternative's terms that the question does not use itself (a memory repeating the
+    # question's words says nothing about which alternative is right), with their IDF over the KB.
+    choice_terms: tuple[tuple[str, ...], ...] = ()
+    choice_idf: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def build(cls, question: str, df: Mapping[str, int], n_docs: int, lang: Language | None = None) -> Query:
@@ -74,10 +78,14 @@ class Query:
         # ("<a story about someone>. Which team does he play for?") may name people the memory
         # telling the story never repeats. A question naming nothing is judged on its terms.
         choices = next((choices_of(s) for s in sentences if is_choice_list(s)), ())
-        query = cls(text, ts, focus_names, idf, lang, about=asked, choices=choices)
+        asked_stems = lang.stems(asked)
+        own = tuple(tuple(t for t in lang.terms(c) if lang.stem(t) not in asked_stems) for c in choices)
+        choice_idf = {t: bm25_idf(df.get(t, 0), n_docs) for terms in own for t in terms}
+        query = cls(text, ts, focus_names, idf, lang, about=asked, choices=choices, choice_terms=own,
+                    choice_idf=choice_idf)
         if len(asks) > 1 and len(focus_terms) >= MIN_FOCUS_TERMS:
             query.focus = cls(asking, focus_terms, focus_names, {t: idf[t] for t in focus_terms}, lang, about=asking,
-                              choices=choices)
+                              choices=choices, choice_terms=own, choice_idf=choice_idf)
         return query
 
     @classmethod
