@@ -11,6 +11,9 @@ one selector:
   whose gate score reaches the current threshold, i.e. those that would open the gate for it,
   current and outdated alike. It never falls back to weaker matches: the rule is the gate's.
 
+A domain's build cache (what its last consolidation made of each record, text included) is
+deleted too; the next consolidation builds it again from what remains.
+
 Records already distilled into an adapter (`adapter_version` set) cannot be taken back out of its
 weights, so the adapter versions trained on them are flagged for a rebuild in the store meta key
 `adapters_needing_rebuild` ({domain: [versions]}) before anything is deleted (a crash in between
@@ -125,5 +128,16 @@ def forget(kb: Any, *, source: str | Path | None = None, ids: Sequence[int] | No
                 marked[domain] = sorted(set(marked.get(domain, [])) | set(versions))
             store.set_meta(REBUILD_KEY, marked)
         report.removed = len(store.delete([r.id for r in records]))
+        _drop_build_caches(kb, {r.domain for r in records if r.kind == "knowledge" and r.domain})
         report.gate = kb.calibrate().to_dict()
     return report
+
+
+def _drop_build_caches(kb: Any, domains: set[str]) -> None:
+    from kupdate.consolidate.resume import BuildCache
+
+    for domain in domains:
+        try:
+            (kb.adapters.registry.folder(domain) / BuildCache.NAME).unlink(missing_ok=True)
+        except (KupdateError, OSError):
+            continue  # a domain name no adapter folder can have holds no cache

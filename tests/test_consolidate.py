@@ -316,3 +316,38 @@ def test_saved_work_for_other_records_is_not_continued(learner, tmp_path):
     [report] = learner.consolidate("orgs").reports
     assert report["version"] != version and report["training"]["resumed_from_pass"] == 0
     assert not (folder / "partial").exists()  # it could never be continued: removed
+
+
+def test_a_second_round_builds_only_its_new_records_and_forget_drops_the_cache(learner, tmp_path):
+    from kupdate.consolidate.resume import BuildCache
+
+    ingest(learner, tmp_path, "orgs")
+    [first] = learner.consolidate("orgs").reports
+    assert first["status"] == "promoted" and first["data"]["records_reused"] == 0
+    cache = learner.adapters.registry.folder("orgs") / BuildCache.NAME
+    saved = BuildCache(cache.parent).load()
+    assert len(saved) == 2  # one entry per record
+    # A new record arrives under another source: the next version trains on all three, and the
+    # two already built come from the cache.
+    learner.ingest([write(tmp_path / "more.jsonl", json.dumps({"text": "Quillon Freight is based in Tartu.",
+                                                               "domain": "orgs"}) + "\n")])
+    [second] = learner.consolidate("orgs").reports
+    assert second["data"]["records"] == 3 and second["data"]["records_reused"] == 2
+    assert len(BuildCache(cache.parent).load()) == 3
+    # Forgetting a record deletes the cache (it holds the records' text as token ids).
+    learner.forget(query="Quillon Freight is based in Tartu.")
+    assert not cache.exists()
+
+
+def test_reused_work_is_the_work_of_a_fresh_build(learner, tmp_path):
+    ingest(learner, tmp_path, "orgs")
+    records = list(learner.store.records(kind="knowledge"))
+    args = dict(copy_mix=0.5, max_new_tokens=8, replay=2, seed=0, batch_size=4)
+    whole = dataset.build(learner.llm, records, learner.exemplars(), **args)
+    again = dataset.build(learner.llm, records, learner.exemplars(), done=whole.works, **args)
+    assert again.stats["records_reused"] == len(records) and whole.stats["records_reused"] == 0
+    assert [(x.prompt_ids, x.target_ids, x.kind) for x in again.examples] == \
+        [(x.prompt_ids, x.target_ids, x.kind) for x in whole.examples]
+    # Another seed is other work: nothing is taken.
+    other = dataset.build(learner.llm, records, learner.exemplars(), done=whole.works, **{**args, "seed": 1})
+    assert other.stats["records_reused"] == 0

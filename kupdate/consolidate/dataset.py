@@ -74,6 +74,8 @@ class TrainingSet:
     examples: list[Example]
     probes: list[Probe]
     stats: dict[str, int] = field(default_factory=dict)
+    # Each record's work by `work_key`: what a later build of the domain may take as it is.
+    works: dict[str, Any] = field(default_factory=dict)
 
 
 def statements(record: Any) -> list[str]:
@@ -211,66 +213,132 @@ def probes_for(records: Sequence[Any]) -> list[Probe]:
     return out
 
 
+@dataclass
+class RecordWork:
+    """What the build made of one record (its examples, teacher distributions included) and its
+    share of the figures; kept between versions so the teacher's work is not done again."""
+
+    examples: list[Example]
+    questions: int
+    written: int
+    from_teacher: int
+
+
+def work_key(record: Any, settings: dict[str, Any], alone: bool) -> str:
+    """What one record's `RecordWork` depends on: the record (id, text, fact, date), the build's
+    settings (model, decoding, seed) and whether its subject is the only one of its kind in the
+    domain (written questions are asked only then)."""
+    import hashlib
+    import json
+
+    what = [record.id, record.text, record.subject, record.relation, record.object, record.valid_from, settings, alone]
+    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode("utf-8")).hexdigest()
+
+
 def build(llm: Any, records: Sequence[Any], exemplars: Sequence[Any], *, copy_mix: float,
-          max_new_tokens: int, replay: int, seed: int, batch_size: int = 16) -> TrainingSet:
-    """The training set for `records` (a domain's current memory) plus replayed `exemplars`."""
+          max_new_tokens: int, replay: int, seed: int, batch_size: int = 16,
+          done: dict[str, RecordWork] | None = None) -> TrainingSet:
+    """The training set for `records` (a domain's current memory) plus replayed `exemplars`.
+
+    `done`: the work of earlier builds by `work_key` (see `TrainingSet.works`); a record found
+    there is taken as it is, so consolidating a domain again builds only its new records.
+    """
     import random
 
-    tok = llm.tokenizer
-    eos = [tok.eos_token_id] if tok.eos_token_id is not None else []
-
-    def ids(text: str) -> list[int]:
-        return tok(text, add_special_tokens=False)["input_ids"]
-
-    rng = random.Random(seed)
+    settings = {"model": getattr(llm, "name", None) or type(llm.model).__name__,
+                "dtype": str(getattr(llm, "dtype", "")), "copy_mix": copy_mix, "max_new_tokens": max_new_tokens,
+                "seed": seed}
     pool = context_pool(exemplars)
-    examples: list[Example] = []
-    asked: list[tuple[str, str, str, Any]] = []  # (question, statement, cloze answer, record)
-    cloze_at: set[int] = set()
     facts = [(r, s, (f"{r.subject} {r.relation}", r.object) if r.subject and r.object else cloze(s))
              for r in records for s in statements(r)]
     about = [r.subject or (subject_of(c[0]) if c else None) or "" for r, _, c in facts]
     # Written questions only for a subject with one fact here: "Acme Rail was founded in" has no
     # single answer among several statements about Acme Rail.
     once = {a for a in about if about.count(a) == 1}
-    written = subject_stems(llm, [a for a in about if a in once], seed=seed, batch_size=batch_size)
+    alone = {r.id: all(a in once for (rr, _, _), a in zip(facts, about) if rr.id == r.id) for r in records}
+    keys = {r.id: work_key(r, settings, alone[r.id]) for r in records}
+    done = done or {}
+    todo = [(f, a) for f, a in zip(facts, about) if keys[f[0].id] not in done]
+    from kupdate.consolidate.train import adapters_off
+
+    # The teacher and the writer of questions are the base model: an adapter left active by an
+    # earlier answer (the version serving now) is switched off.
+    with adapters_off(llm.model):
+        fresh = _build_records(llm, [f for f, _ in todo], [a for _, a in todo], once, pool, copy_mix=copy_mix,
+                               max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size)
+    works = {keys[r.id]: done[keys[r.id]] if keys[r.id] in done else fresh[r.id] for r in records}
+    examples = [x for r in records for x in works[keys[r.id]].examples]
+    tok = llm.tokenizer
+    eos = [tok.eos_token_id] if tok.eos_token_id is not None else []
+    chosen = random.Random(seed).sample(list(exemplars), min(replay, len(exemplars)))
+    replayed = []
+    for e in chosen:
+        base_answer = (e.meta or {}).get("base_answer")
+        if base_answer:
+            replayed.append(Example(_ids(tok, base_prompt(tok, e.text).text), _ids(tok, base_answer) + eos, "replay"))
+    _soft_targets(llm, replayed, batch_size=batch_size)
+    examples += replayed
+    used = [works[keys[r.id]] for r in records]
+    stats = {"records": len(records), "statements": len(facts), "questions": sum(w.questions for w in used),
+             "written_questions": sum(w.written for w in used),
+             "teacher_answers_used": sum(w.from_teacher for w in used), "replay": len(replayed),
+             "examples": len(examples), "target_tokens": sum(len(x.target_ids) for x in examples),
+             "records_reused": len(records) - len(fresh)}
+    return TrainingSet(examples, probes_for(records), stats, works)
+
+
+def _ids(tok: Any, text: str) -> list[int]:
+    return tok(text, add_special_tokens=False)["input_ids"]
+
+
+def _build_records(llm: Any, facts: list[tuple[Any, str, Any]], about: list[str], once: set[str], pool: list[str], *,
+                   copy_mix: float, max_new_tokens: int, seed: int, batch_size: int) -> dict[int, RecordWork]:
+    """The examples of `facts` (record, statement, cloze), with the teacher's answers and
+    distributions, by record id."""
+    import random
+
+    tok = llm.tokenizer
+    eos = [tok.eos_token_id] if tok.eos_token_id is not None else []
+    out: dict[int, RecordWork] = {}
+    asked: list[tuple[str, str, str, Any]] = []  # (question, statement, cloze answer, record)
+    cloze_at: set[int] = set()
+    written = subject_stems(llm, [a for a in about if a in once], seed=seed, batch_size=batch_size) if facts else {}
     for (r, s, c), subj in zip(facts, about):
-        body = ids(s) + eos
-        examples.append(Example(body[:1], body[1:], "statement"))
+        work = out.setdefault(r.id, RecordWork([], 0, 0, 0))
+        body = _ids(tok, s) + eos
+        work.examples.append(Example(body[:1], body[1:], "statement"))
         if c:
+            # Each record's draws depend on the record alone, not on what else is built with it.
+            rng = random.Random(f"{seed}:{r.id}:{s}")
             picked = rng.sample(pool, min(CONTEXTS_PER_STATEMENT + 1, len(pool)))
             cloze_at.add(len(asked))  # the first form asked is the cloze itself
-            asked += [(q, s, c[1], r) for q in questions(c[0], picked[:CONTEXTS_PER_STATEMENT])]
-            mine = written.get(subj, [])
+            mine_asked = [(q, s, c[1], r) for q in questions(c[0], picked[:CONTEXTS_PER_STATEMENT])]
+            mine = written.get(subj, []) if subj in once else []
             # One written question after unrelated text too, as paraphrases often come.
             mine = [f"{picked[-1].rstrip()} {q}" if i == 0 and len(picked) > CONTEXTS_PER_STATEMENT else q
                     for i, q in enumerate(mine)]
-            asked += [(q, s, c[1], r) for q in mine]
+            mine_asked += [(q, s, c[1], r) for q in mine]
+            asked += mine_asked
+            work.questions += len(mine_asked)
+            work.written += len(mine)
     # The teacher: the model with the statement as its only memory note.
     teacher_prompts = [memory_prompt(tok, q, [Note(r.id, s, r.valid_from or "")]) for q, s, _, r in asked]
     answers = _teacher_answers(llm, teacher_prompts, [s for _, s, _, _ in asked], copy_mix=copy_mix,
                                max_new_tokens=max_new_tokens, batch_size=batch_size)
-    from_teacher = 0
-    for i, ((q, s, want, _r), tp, a) in enumerate(zip(asked, teacher_prompts, answers)):
+    made = []
+    for i, ((q, s, want, r), tp, a) in enumerate(zip(asked, teacher_prompts, answers)):
         full = f"{tp.prefill} {a}".strip() if tp.prefill else a
         if hits(full, want):
-            from_teacher += 1
+            out[r.id].from_teacher += 1
         else:
             full = s
-        target = ids(full) + eos
         asking = base_prompt(tok, q)
-        examples.append(Example(ids(asking.text), target, "question", teacher=ids(tp.text),
-                                check=(asking, want) if i in cloze_at else None))
-    chosen = rng.sample(list(exemplars), min(replay, len(exemplars)))
-    for e in chosen:
-        base_answer = (e.meta or {}).get("base_answer")
-        if base_answer:
-            examples.append(Example(ids(base_prompt(tok, e.text).text), ids(base_answer) + eos, "replay"))
-    _soft_targets(llm, [x for x in examples if x.kind != "statement"], batch_size=batch_size)
-    stats = {"records": len(records), "statements": len(facts), "questions": len(asked),
-             "written_questions": sum(map(len, written.values())), "teacher_answers_used": from_teacher,
-             "replay": sum(x.kind == "replay" for x in examples), "examples": len(examples), "target_tokens": sum(len(x.target_ids) for x in examples)}
-    return TrainingSet(examples, probes_for(records), stats)
+        x = Example(_ids(tok, asking.text), _ids(tok, full) + eos, "question", teacher=_ids(tok, tp.text),
+                    check=(asking, want) if i in cloze_at else None)
+        out[r.id].examples.append(x)
+        made.append(x)
+    _soft_targets(llm, made, batch_size=batch_size)
+    return out
 
 
 def _teacher_answers(llm: Any, prompts: list[Any], sources: list[str], *, copy_mix: float,

@@ -8,6 +8,10 @@ A domain's consolidation keeps its work, as it goes, in the folder of the versio
                                            train.pt     after every pass: adapter entries, mask,
                                                         optimizer, schedule, shuffling, figures
 
+Apart from any one version, `<kb>/adapters/<domain>/build-cache.pt` keeps what the last build made of
+each record (its questions, the teacher's answers and distributions; `dataset.RecordWork`), so the
+next consolidation of the domain builds only records that are new or changed (`BuildCache`).
+
 The key is a digest of everything the result depends on: the domain's records (ids, text, dates),
 the consolidation and generation settings, the model, and the versions serving when it started. A
 later consolidation of the domain with the same key finds the unfinished version (allocated, no
@@ -107,3 +111,35 @@ class Partial:
     def clear(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
 
+
+
+class BuildCache:
+    """Each record's build work from the domain's last consolidation (see the module docstring)."""
+
+    NAME = "build-cache.pt"
+
+    def __init__(self, domain_folder: Path) -> None:
+        self.path = Path(domain_folder) / self.NAME
+
+    def load(self) -> dict[str, Any]:
+        """The saved work by `dataset.work_key`; empty when none, or unreadable (built again)."""
+        import torch
+
+        if not self.path.is_file():
+            return {}
+        try:
+            found = torch.load(self.path, map_location="cpu", weights_only=False)
+        except Exception:  # noqa: BLE001 - a torn or foreign file: build again instead of failing
+            return {}
+        return found if isinstance(found, dict) else {}
+
+    def save(self, works: dict[str, Any]) -> None:
+        """Keep `works` (the current records' only: a retired record's work goes), atomically."""
+        import io
+
+        import torch
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        buf = io.BytesIO()
+        torch.save(works, buf)
+        write_atomic(self.path, buf.getvalue())

@@ -163,7 +163,7 @@ def consolidate_domain(kb: Any, domain: str, records: list[Any], *, progress: bo
     """Train, evaluate and promote or reject a new version of `domain`'s adapter."""
     from kupdate.adapters.serving import adapter_name
     from kupdate.consolidate import dataset, evaluate, masks, train
-    from kupdate.consolidate.resume import Partial, key_of
+    from kupdate.consolidate.resume import BuildCache, Partial, key_of
 
     cfg = kb.config.consolidation
     registry, served = kb.adapters.registry, kb.adapters
@@ -184,10 +184,14 @@ def consolidate_domain(kb: Any, domain: str, records: list[Any], *, progress: bo
     if tset is None:
         say(f"building the training set from {len(records)} records")
         t = time.perf_counter()
+        works = BuildCache(registry.folder(domain))
         tset = dataset.build(kb.llm, records, exemplars, copy_mix=kb.config.generation.copy_mix,
                              max_new_tokens=kb.config.generation.max_new_tokens, replay=cfg.replay, seed=cfg.seed,
-                             batch_size=cfg.batch_size)
+                             batch_size=cfg.batch_size, done=works.load())
         seconds["build"] = time.perf_counter() - t
+        if tset.stats.get("records_reused"):
+            say(f"{tset.stats['records_reused']} of {len(records)} records' examples taken from earlier builds")
+        works.save(tset.works)
         partial.save("tset", tset)
     before = partial.load("before")
     if before is None:
