@@ -255,7 +255,9 @@ def build(llm: Any, records: Sequence[Any], exemplars: Sequence[Any], *, copy_mi
     # Written questions only for a subject with one fact here: "Acme Rail was founded in" has no
     # single answer among several statements about Acme Rail.
     once = {a for a in about if about.count(a) == 1}
-    alone = {r.id: all(a in once for (rr, _, _), a in zip(facts, about) if rr.id == r.id) for r in records}
+    alone = {r.id: True for r in records}
+    for (r, _, _), a in zip(facts, about):
+        alone[r.id] = alone[r.id] and a in once
     keys = {r.id: work_key(r, settings, alone[r.id]) for r in records}
     done = done or {}
     todo = [(f, a) for f, a in zip(facts, about) if keys[f[0].id] not in done]
@@ -313,7 +315,7 @@ def _build_records(llm: Any, facts: list[tuple[Any, str, Any]], about: list[str]
             picked = rng.sample(pool, min(CONTEXTS_PER_STATEMENT + 1, len(pool)))
             cloze_at.add(len(asked))  # the first form asked is the cloze itself
             mine_asked = [(q, s, c[1], r) for q in questions(c[0], picked[:CONTEXTS_PER_STATEMENT])]
-            mine = written.get(subj, []) if subj in once else []
+            mine = written.get(subj, [])
             # One written question after unrelated text too, as paraphrases often come.
             mine = [f"{picked[-1].rstrip()} {q}" if i == 0 and len(picked) > CONTEXTS_PER_STATEMENT else q
                     for i, q in enumerate(mine)]
