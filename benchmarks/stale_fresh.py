@@ -61,6 +61,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "(cases A to B, from 1; a held-out slice; default: "
                         + ", ".join(f"{f} {n or 'all'}" for f, n in TEMPORAL.items()) + ")")
     p.add_argument("--temporal-modes", default=TEMPORAL_MODES, help="modes of the temporal dataset")
+    p.add_argument("--lower-case", action="store_true",
+                   help="ask every temporal question in lower case, as people type them (a robustness check)")
     p.add_argument("--model", default=None, help="LLM (default: the KB default, SmolLM2-135M-Instruct)")
     p.add_argument("--embedder", default=None, help="embedder (default: all-MiniLM-L6-v2)")
     p.add_argument("--device", default=None, help="cpu, cuda, mps (default: auto)")
@@ -99,6 +101,11 @@ def temporal_sets(args: argparse.Namespace) -> list[tuple[str, str, list]]:
         if not (n.isdigit() or n == "all"):
             path, n = spec, "all"
         sets.append((Path(path).stem, path, load_temporal(path, None if n == "all" else int(n))))
+    if args.lower_case:
+        for _name, _path, cases in sets:
+            for case in cases:
+                case.question = case.question.lower()
+        sets = [(f"{name}-lower", path, cases) for name, path, cases in sets]
     return sets
 
 

@@ -163,3 +163,39 @@ def test_the_asking_sentence_of_a_long_question_is_scored_alone():
     assert focused.entity == 1.0 and focused.score > whole.score + 0.3
 
 
+
+
+class _Neighbour:
+    def __init__(self, text: str) -> None:
+        self.record = type("R", (), {"text": text})()
+
+
+def test_a_lower_case_question_finds_its_subject_in_what_its_memories_share():
+    """The sentence "The company is headquartered in Lisbon." answers "where is tarnwick foods
+    headquartered?" typed in lower case exactly as it answers the cased question: the subject's
+    words are the question's terms every memory retrieved for it contains, not its capitals."""
+    from kupdate.answering.gate import relevance
+    from kupdate.answering.notes import shared_subject
+    from kupdate.answering.query import Query
+    from kupdate.config import GateConfig
+
+    profile = "Mira Olsen is the chief executive of Tarnwick Foods. The company is headquartered in Lisbon."
+    neighbours = [_Neighbour(profile), _Neighbour("Tarnwick Foods launched an oat drink."),
+                  _Neighbour("Tarnwick Foods named Ivo Park chair of its board.")]
+    lower = Query.build("where is tarnwick foods headquartered?", {}, 100)
+    cased = Query.build("Where is Tarnwick Foods headquartered?", {}, 100)
+    assert not lower.names and cased.names == {"tarnwick", "foods"}
+    subject = shared_subject(lower, neighbours)
+    assert subject == {"tarnwick", "foods"}
+    cfg = GateConfig()
+
+    def score(query, sentence, subject=frozenset()):
+        return relevance(query, sentence, 0.5, cfg, context=profile, subject=subject).score
+
+    hq, ceo = "The company is headquartered in Lisbon.", "Mira Olsen is the chief executive of Tarnwick Foods."
+    assert score(lower, hq) < score(lower, ceo)  # without it, the sentence naming the company wins
+    assert score(lower, hq, subject) > score(lower, ceo, subject)
+    assert score(lower, hq, subject) == score(cased, hq)
+    # one memory, or every term shared: nothing to tell the subject from what is asked
+    assert shared_subject(lower, neighbours[:1]) == frozenset()
+    assert shared_subject(lower, [_Neighbour(profile), _Neighbour(profile)]) == frozenset()

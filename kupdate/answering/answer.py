@@ -238,7 +238,7 @@ def _choose(kb: Any, it: _Item) -> None:
         it.text, it.given = found.reading, [found]
         it.outdated = [m for m in it.memories if m.outdated and m.outdated_by == found.id]
     else:
-        it.given, it.outdated, it.notes = quote(kb, it.query, it.qvec, it.memories)
+        it.given, it.outdated, it.notes = quote(kb, it.query, it.qvec, it.memories, it.limit)
         it.clock.lap("focus")
 
 

@@ -26,12 +26,14 @@ def select(memories: list[Memory], window: float, top_k: int) -> tuple[list[Memo
     return current, outdated
 
 
-def quote(kb: Any, query: Query, qvec: Any, memories: list[Memory]) -> tuple[list[Memory], list[Memory], list[Note]]:
-    """The memories to quote, the outdated ones they displace, and the notes made of them."""
+def quote(kb: Any, query: Query, qvec: Any, memories: list[Memory],
+          limit: float) -> tuple[list[Memory], list[Memory], list[Note]]:
+    """The memories to quote, the outdated ones they displace, and the notes made of them (the
+    question's subject found from every memory scoring at least the gate's `limit`)."""
     cfg = kb.config
     given, outdated = select(memories, cfg.retrieval.window, cfg.retrieval.top_k)
     notes = focus(query, qvec, given, kb.embedder.encode, cfg.gate, cfg.retrieval.focus_sentences,
-                  cfg.retrieval.window)
+                  cfg.retrieval.window, neighbours=[m for m in memories if m.score >= limit])
     # Cite what the model was given, in the order it was given: memories whose statements were all
     # left out of the notes are not citations.
     rank: dict[int, int] = {}

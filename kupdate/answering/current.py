@@ -33,7 +33,8 @@ def rivals(kb: Any, query: Query, qvec: Any, memories: list[Memory], threshold: 
     chosen = competitors(memories, threshold, window, cfg.freshness.candidates)
     if not chosen:
         return []
-    scored = scored_statements(query, qvec, chosen, kb.embedder.encode, cfg.gate)
+    scored = scored_statements(query, qvec, chosen, kb.embedder.encode, cfg.gate,
+                               [m for m in memories if m.score >= threshold])
     if not scored:
         return []
     top = scored[0][0]

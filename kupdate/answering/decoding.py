@@ -48,10 +48,10 @@ class CopyMix:
         self.starts = list(starts)
         self.mix = mix
         self.stopwords = stopwords or get_language().stopwords
-        # `echo(answer, row)` (not None): the answer so far only restates the row's question ("The main
-        # partner of Acme Rail"; the count of its content words restated), so it may not end yet (`ends`: EOS and sentence-final tokens): copying
-        # "Zenith Foods replaced Orla Mills as the main partner of Acme Rail." must not
-        # stop at the memory's full stop before the value is said.
+        # `echo(answer, row)` (not None): the answer so far only restates the row's question ("The
+        # coach of the Orvik Rovers"; the count of its content words restated), so it may not end yet
+        # (`ends`: EOS and sentence-final tokens): copying "Ada Brook took over from Li Wei as coach
+        # of the Orvik Rovers." must not stop at the memory's full stop before the value is said.
         self.echo, self.ends = echo, list(ends)
         # `slots[row]`: tokens starting a value of the row's memories; where an echoing answer
         # meets no memory n-gram ("The CEO of X is"), they are what it copies next.
@@ -217,8 +217,8 @@ def value_names(question: str, sources: Sequence[str], avoid: Sequence[str] = ()
     (1, 1/2, ...): the values an answer restating the question goes on with. Names in `avoid` (values
     a fresher memory replaced) are left out.
 
-    ("What is the flagship product of Acme Rail?", ["The Sufos loom replaced the Rito scanner as the
-    flagship product of Acme Rail."], ["Rito"]) -> [("Sufos", 1.0)]
+    ("Who coaches the Orvik Rovers?", ["Ada Brook took over from Li Wei as coach of the Orvik
+    Rovers."], ["Li Wei"]) -> [("Ada Brook", 1.0)]
     """
     lang = lang or get_language()
     asked = set(lang.words(question))

@@ -39,28 +39,31 @@ class Relevance:
 
 
 def relevance(query: Query, text: str, dense: float, cfg: GateConfig, *, context: str | None = None,
-              focus_dense: float | None = None) -> Relevance:
+              focus_dense: float | None = None, subject: frozenset[str] = frozenset()) -> Relevance:
     """Score one memory for one question (the number the gate compares with its threshold).
 
     `context`: where the named entities are looked for when `text` is one sentence of a longer
-    memory, since a paragraph names its subject once and then says "it". A question of several
-    sentences scores the better of the whole and its last sentence (`Query.focus`), that one
-    with `focus_dense`, its own cosine to the memory, when given.
+    memory, since a paragraph names its subject once and then says "it". `subject`: more of the
+    question's terms known to say what it is about (`notes.shared_subject`), looked for in the
+    context like its names. A question of several sentences scores the better of the whole and its
+    last sentence (`Query.focus`), that one with `focus_dense`, its own cosine to the memory, when given.
     """
-    whole = _relevance(query, text, dense, cfg, context)
+    whole = _relevance(query, text, dense, cfg, context, subject)
     if query.focus is None:
         return whole
-    asking = _relevance(query.focus, text, dense if focus_dense is None else focus_dense, cfg, context)
+    asking = _relevance(query.focus, text, dense if focus_dense is None else focus_dense, cfg, context, subject)
     return asking if asking.score > whole.score else whole
 
 
-def _relevance(query: Query, text: str, dense: float, cfg: GateConfig, context: str | None) -> Relevance:
+def _relevance(query: Query, text: str, dense: float, cfg: GateConfig, context: str | None,
+               subject: frozenset[str] = frozenset()) -> Relevance:
     stem = query.lang.stem
     present = query.lang.stems(text)
     around = present if context is None else query.lang.stems(context)
-    # A sentence saying "The company is headquartered in Oslo." names its subject in its context:
-    # the question's names found there count as present in the sentence.
-    lexical = coverage(query.terms, query.idf, present | ({stem(e) for e in query.names} & around), stem)
+    # A sentence saying "The firm opened its first store in Oslo." names its subject in its context:
+    # the question's names (and `subject` terms) found there count as present in the sentence.
+    about = {stem(e) for e in query.names} | {stem(e) for e in subject}
+    lexical = coverage(query.terms, query.idf, present | (about & around), stem)
     # A question without names ("what is photosynthesis", or typed in lower case) is judged on its terms.
     entity = coverage(query.names, query.idf, around, stem) if query.names else lexical
     dense_c = min(max(dense, 0.0), 1.0)

@@ -74,31 +74,48 @@ def reply_of(statement: str, lang: Language | None = None) -> str:
 FOCUS_DENSE_WEIGHT, FOCUS_LEXICAL_WEIGHT = 0.2, 0.5
 
 
+def shared_subject(query: Query, neighbours: Sequence[Any]) -> frozenset[str]:
+    """The question's terms that every one of the `neighbours` contains (the memories that cleared
+    the gate for it): what the memories retrieved for a question have in common is what they are
+    about, so those terms say nothing about which of their statements answers. Found this way, not
+    from capitals, so a question typed in lower case gets the same credit for "the company" as a
+    cased one gets for its names. Empty for fewer than two memories, or when every term is shared
+    (nothing then tells their statements apart)."""
+    if len(neighbours) < 2:
+        return frozenset()
+    stem = query.lang.stem
+    held = [query.lang.stems(plain(m.record.text)) for m in neighbours]
+    shared = frozenset(t for t in query.terms if all(stem(t) in h for h in held))
+    return shared if len(shared) < len(set(query.terms)) else frozenset()
+
+
 def scored_statements(query: Query, qvec: np.ndarray, given: Sequence[Any], encode: Any,
-                      gate: GateConfig) -> list[tuple[float, Any, str]]:
+                      gate: GateConfig, neighbours: Sequence[Any] | None = None) -> list[tuple[float, Any, str]]:
     """(relevance, memory, statement) for every statement of the `given` memories, best first,
-    all embedded in one batch."""
+    all embedded in one batch. `neighbours`: the memories the question's subject is found from
+    (`shared_subject`; default the `given` ones)."""
     pieces = [(m, s) for m in given for s in statements(m.record.text, query.lang)]
     if not pieces:
         return []
     vecs = encode([s for _, s in pieces])
+    subject = shared_subject(query, given if neighbours is None else neighbours)
     # Statements of the memories given share their subject, so the words asked weigh more in
     # picking among them than in the gate ("What does X make?": the statement saying what it
     # makes, not the one about who leads X).
     weights = replace(gate, dense_weight=FOCUS_DENSE_WEIGHT, lexical_weight=FOCUS_LEXICAL_WEIGHT,
                       entity_weight=1 - FOCUS_DENSE_WEIGHT - FOCUS_LEXICAL_WEIGHT)
-    scored = [(relevance(query, s, float(v @ qvec), weights, context=plain(m.record.text)).score, i, m, s)
+    scored = [(relevance(query, s, float(v @ qvec), weights, context=plain(m.record.text), subject=subject).score, i, m, s)
               for i, ((m, s), v) in enumerate(zip(pieces, vecs))]
     scored.sort(key=lambda x: (-x[0], x[1]))
     return [(score, m, s) for score, _, m, s in scored]
 
 
 def focus(query: Query, qvec: np.ndarray, given: Sequence[Any], encode: Any, gate: GateConfig,
-          n: int, window: float) -> list[Note]:
+          n: int, window: float, neighbours: Sequence[Any] | None = None) -> list[Note]:
     """The notes to quote: the statements of the `given` memories most relevant to the question,
     the best `n` within `window` of the best (`n` <= 0: whole memories). A note's `score` is its
     statement's relevance."""
     if n <= 0 or sum(len(statements(m.record.text, query.lang)) for m in given) <= 1:
         return [Note.of(m) for m in given]
-    scored = scored_statements(query, qvec, given, encode, gate)
+    scored = scored_statements(query, qvec, given, encode, gate, neighbours)
     return [replace(Note.of(m, s), score=score) for score, m, s in scored[:n] if score >= scored[0][0] - window]

@@ -21,7 +21,6 @@ so the adapter leaves old behaviour alone.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,12 +30,8 @@ from kupdate.answering.notes import Note
 from kupdate.answering.notes import statements as note_statements
 from kupdate.answering.prompt import Prompt, base_prompt, memory_prompt
 from kupdate.language import get_language
-from kupdate.language.en import STOPWORDS
 from kupdate.text import hits
 
-#: Words after which a sentence's final phrase is taken as the answer of its cloze.
-_CUE = frozenset("is was are were by in of to at from as for on with has have into under named called".split())
-_ENTITY_SPAN = re.compile(r"\b[A-Z][\w'’-]*(?:\s+(?:of\s+|de\s+|van\s+|von\s+)?[A-Z][\w'’-]*)*")
 MAX_ANSWER_WORDS = 6
 TOP_K = 32  # teacher distributions are kept as their top-k tokens
 CONTEXTS_PER_STATEMENT = 1  # cloze forms after unrelated text, per statement
@@ -99,7 +94,7 @@ def cloze(sentence: str) -> tuple[str, str] | None:
     for i in range(len(tokens) - 2, 1, -1):  # a stem of three words or more, a non-empty answer
         if len(tokens) - 1 - i > MAX_ANSWER_WORDS:
             break
-        if tokens[i].lower() in _CUE:
+        if tokens[i].lower() in get_language().cues:
             return " ".join(tokens[: i + 1]), " ".join(tokens[i + 1 :])
     return None
 
@@ -117,21 +112,15 @@ def reply_value(reply: str) -> str:
     for i, t in enumerate(tokens[:-1]):
         if t.lower() not in stop:
             break
-        if i and t.lower() in _CUE:
+        if i and t.lower() in get_language().cues:
             opening = i + 1
     return " ".join(tokens[opening:])
 
 
 def subject_of(stem: str) -> str | None:
-    """The first named-entity span of a stem (skipping a sentence-initial stopword)."""
-    for m in _ENTITY_SPAN.finditer(stem):
-        span = m.group(0)
-        first, _, rest = span.partition(" ")
-        if first.lower() in STOPWORDS:
-            span = rest
-        if span and span.lower() not in STOPWORDS:
-            return span
-    return None
+    """The first name a stem mentions (`Language.names`), if any."""
+    found = get_language().names(stem)
+    return found[0] if found else None
 
 
 def questions(stem: str, contexts: Sequence[str] = ()) -> list[str]:
@@ -192,7 +181,7 @@ def written_stem(subject: str, continuation: str) -> str | None:
     tokens = first[0].rstrip(".!?").split()
     skip = len(subject.split()) + 2
     for i in range(skip, len(tokens) - 1):
-        if tokens[i].lower() in _CUE:
+        if tokens[i].lower() in get_language().cues:
             return " ".join(tokens[: i + 1])
     return None
 

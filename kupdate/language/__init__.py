@@ -2,7 +2,7 @@
 
 Retrieval, the gate, notes and freshness never look at a language's surface form themselves; they
 ask a `Language` for words, stems, stopwords and sentences. A second language is one new module
-here with the same five functions, registered in `LANGUAGES` and chosen by the `language` setting
+here with the same five functions and its cue words, registered in `LANGUAGES` and chosen by the `language` setting
 of `kupdate.toml` (docs/answering.md).
 """
 
@@ -29,6 +29,9 @@ class Language:
     split_sentences: Callable[[str], list[str]]
     # The names a text mentions as written, where the script marks them (capitals); a feature only.
     names: Callable[[str], list[str]]
+    # Words after which a statement's last phrase is its value ("Ada Brook was born in | Leeds"):
+    # where consolidation cuts a statement into a question and its answer.
+    cues: frozenset[str] = frozenset()
 
     def terms(self, text: str) -> list[str]:
         """Content terms: lower-cased words without stopwords or single characters, in order, unique."""

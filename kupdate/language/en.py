@@ -28,7 +28,7 @@ def words(text: str) -> list[str]:
 
 
 def stem(word: str) -> str:
-    """A crude suffix stripper so 'headquartered' meets 'headquarters' and 'leaders' meets 'leads'."""
+    """A crude suffix stripper so 'painted' meets 'paints' and 'leaders' meets 'leads'."""
     for suffix in ("ing", "ed", "es", "ly", "s"):
         if len(word) > len(suffix) + 3 and word.endswith(suffix):
             word = word[: -len(suffix)]
@@ -124,7 +124,7 @@ _ROLE = re.compile(r"^(?:The\s+)?[A-Z]{2,4}\s+of\s+")
 def names(text: str) -> list[str]:
     """Capitalised spans as written, without leading stopwords or a role: a cheap guess at the
     names a text mentions, used as a feature only (lower-case text has none, and then nothing
-    depends on it). 'The Sufos loom replaced the CEO of Acme Rail' -> ['Sufos', 'Acme Rail']."""
+    depends on it). 'The Velmar loom was praised by the CEO of Acme Rail' -> ['Velmar', 'Acme Rail']."""
     found = []
     for match in _ENTITY.finditer(text):
         parts = _ROLE.sub("", match.group(0)).split()
@@ -135,4 +135,6 @@ def names(text: str) -> list[str]:
     return found
 
 
-LANGUAGE = Language("en", STOPWORDS, words, stem, split_sentences, names)
+CUES = frozenset("is was are were by in of to at from as for on with has have into under named called".split())
+
+LANGUAGE = Language("en", STOPWORDS, words, stem, split_sentences, names, CUES)
