@@ -63,6 +63,12 @@ def test_split_sentences_known_answer():
         ("It ended (finally.) Then more.", ["It ended (finally.)", "Then more."]),
         ("On Jan. 5 we met. Said no. Then left.", ["On Jan. 5 we met.", "Said no.", "Then left."]),
         ("Line one.\r\nLine two.", ["Line one.", "Line two."]),
+        # typed without capitals: the marks alone decide, abbreviations still hold
+        ("when did it open? options: a; b; c.", ["when did it open?", "options: a; b; c."]),
+        ("the u.s. team won. dr. lee said so. it rained", ["the u.s. team won.", "dr. lee said so.", "it rained"]),
+        # with capitals, a lower-case word after a mark goes on the same sentence
+        ('He asked "why?" and left. Then more.', ['He asked "why?" and left.', "Then more."]),
+        ('The song "Why not?" was a hit.', ['The song "Why not?" was a hit.']),
     ],
 )
 def test_split_sentences_cases(text, expected):

@@ -199,3 +199,25 @@ def test_a_lower_case_question_finds_its_subject_in_what_its_memories_share():
     # one memory, or every term shared: nothing to tell the subject from what is asked
     assert shared_subject(lower, neighbours[:1]) == frozenset()
     assert shared_subject(lower, [_Neighbour(profile), _Neighbour(profile)]) == frozenset()
+
+
+def test_a_question_typed_without_capitals_takes_its_names_from_how_the_memories_write_them():
+    """"who leads tarnwick foods?" gets the names "Who leads Tarnwick Foods?" has; "who leads
+    tarnwick robotics?" (no memory holds "robotics") names another subject, as its cased form would."""
+    from kupdate.answering.query import Query
+
+    memories = ["Mira Olsen leads Tarnwick Foods. The foods it sells are organic.",
+                "Tarnwick Foods opened a plant in Porto.", "Leads from the survey were foods and drinks."]
+    df = {"leads": 2, "tarnwick": 2, "foods": 3, "robotics": 0}
+    query = Query.build("who leads tarnwick foods?", df, 3)
+    assert query.caseless and not query.names
+    query.learn_names(memories)
+    # "foods" is written inside the name in 2 of the 3 memories holding it; "leads" in 1 of 2
+    assert query.names == {"tarnwick", "foods"}
+    other = Query.build("who leads tarnwick robotics?", df, 3)
+    other.learn_names(memories)
+    assert other.names == {"tarnwick", "robotics"}
+    cased = Query.build("Who leads Tarnwick Robotics?", df, 3)
+    assert cased.names == other.names
+    cased.learn_names(["Tarnwick Robotics and Acme merged."])  # a question with capitals keeps its own
+    assert cased.names == {"tarnwick", "robotics"}

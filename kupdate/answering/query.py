@@ -8,7 +8,7 @@ terms), and the asking sentence of a question of several.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from kupdate.language import Language, get_language
@@ -59,6 +59,8 @@ class Query:
     # question's words says nothing about which alternative is right), with their IDF over the KB.
     choice_terms: tuple[tuple[str, ...], ...] = ()
     choice_idf: dict[str, float] = field(default_factory=dict)
+    # How many memories hold each term (the KB's document frequencies; `learn_names`).
+    df: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def build(cls, question: str, df: Mapping[str, int], n_docs: int, lang: Language | None = None) -> Query:
@@ -82,7 +84,7 @@ class Query:
         own = tuple(tuple(t for t in lang.terms(c) if lang.stem(t) not in asked_stems) for c in choices)
         choice_idf = {t: bm25_idf(df.get(t, 0), n_docs) for terms in own for t in terms}
         query = cls(text, ts, focus_names, idf, lang, about=asked, choices=choices, choice_terms=own,
-                    choice_idf=choice_idf)
+                    choice_idf=choice_idf, df={t: df.get(t, 0) for t in ts})
         if len(asks) > 1 and len(focus_terms) >= MIN_FOCUS_TERMS:
             query.focus = cls(asking, focus_terms, focus_names, {t: idf[t] for t in focus_terms}, lang, about=asking,
                               choices=choices, choice_terms=own, choice_idf=choice_idf)
@@ -94,6 +96,41 @@ class Query:
         lang = lang or get_language()
         ts = lang.terms(plain(question))
         return cls.build(question, store.document_frequencies(ts), store.count("knowledge"), lang)  # type: ignore[attr-defined]
+
+    @property
+    def caseless(self) -> bool:
+        """Typed without a single capital: its case says nothing about which words are names."""
+        return not any(ch.isupper() for ch in self.text)
+
+    def learn_names(self, texts: Sequence[str]) -> None:
+        """Give a question typed without capitals the names a cased one would have: its terms that
+        the knowledge writes as names, inside a name in most of the `texts` (the memories
+        retrieved for it) that hold them; with the question's words next to one of those that no
+        memory holds at all ("acme robotics" when only "Acme" is known: another subject, as
+        "Acme Robotics" typed with capitals would say). Sets `names` (and the asking sentence's) in
+        place; a question with names or with capitals keeps its own."""
+        if self.names or not self.caseless:
+            return
+        held: dict[str, int] = {}
+        named: dict[str, int] = {}
+        for text in texts:
+            inside = self.lang.name_terms(text)
+            for t in set(self.terms) & set(self.lang.terms(text)):
+                held[t] = held.get(t, 0) + 1
+                named[t] = named.get(t, 0) + (t in inside)
+        found = {t for t, n in held.items() if 2 * named[t] > n}
+        words = self.lang.words(self.about or self.text)
+        grew = bool(found)
+        while grew:
+            grew = False
+            for i, w in enumerate(words):
+                near = {words[j] for j in (i - 1, i + 1) if 0 <= j < len(words)}
+                if w not in found and w in self.df and self.df[w] == 0 and near & found:
+                    found.add(w)
+                    grew = True
+        self.names = found
+        if self.focus is not None:
+            self.focus.names = found & set(self.focus.terms)
 
     @property
     def asking(self) -> str | None:

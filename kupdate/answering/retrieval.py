@@ -113,6 +113,8 @@ def retrieve(
     records = [r for r in store.get(list(ids)) if r.kind == "knowledge" and _valid_at(r, as_of)]
     if not records:
         return []
+    # A question typed without capitals takes its names from how these memories write its words.
+    query.learn_names([plain(r.text) for r in records])
     vectors = store.vectors([r.id for r in records])
     dense = vectors @ qvec.astype(np.float32)
     focus_dense = vectors @ np.asarray(fvec, dtype=np.float32) if fvec is not None else [None] * len(records)

@@ -56,10 +56,11 @@ _NUMBER_ABBREVIATIONS = frozenset(
 )
 
 
-def _is_boundary(block: str, match: re.Match[str], sentence_start: int) -> bool:
-    """Decide whether the candidate boundary `match` really ends a sentence."""
+def _is_boundary(block: str, match: re.Match[str], sentence_start: int, caseless: bool = False) -> bool:
+    """Decide whether the candidate boundary `match` really ends a sentence. `caseless`: the
+    block was typed without capitals, so a lower-case word after the mark may start a sentence."""
     following = block[match.end()]
-    if following.islower():  # "e.g. the", "approx. five", "etc. and": a sentence starts uppercase
+    if following.islower() and not caseless:  # "e.g. the", "approx. five", "etc. and": a sentence starts uppercase
         return False
     if match[1] != ".":  # "!", "?", "...": a capital (or digit, quote) after them starts anew
         return True
@@ -77,8 +78,13 @@ def _split_block(block: str) -> list[str]:
     """Split one whitespace-collapsed paragraph into sentences."""
     sentences: list[str] = []
     start = 0
-    for match in _BOUNDARY.finditer(block):
-        if _is_boundary(block, match, start):
+    candidates = list(_BOUNDARY.finditer(block))
+    # Typed in lower case ("when did it open? options: a; b; c."): neither the paragraph nor any
+    # candidate sentence after a mark starts with a capital, so case says nothing about where
+    # sentences start; the marks alone decide.
+    caseless = not any(block[i].isupper() for i in [0, *(m.end() for m in candidates)])
+    for match in candidates:
+        if _is_boundary(block, match, start, caseless):
             sentences.append(block[start : match.end(2)])
             start = match.end()
     sentences.append(block[start:])
@@ -105,7 +111,8 @@ def _blocks(text: str) -> list[str]:
 def split_sentences(text: str) -> list[str]:
     """Split text into stripped, non-empty sentences.
 
-    Splits after ``.``, ``!``, ``?`` followed by whitespace and a non-lowercase character, and at
+    Splits after ``.``, ``!``, ``?`` followed by whitespace and a non-lowercase character (any
+    character in a paragraph typed without capitals at its sentence starts), and at
     blank lines, Markdown headings (``#`` lines) and list items. Does not split after common
     abbreviations ("Dr.", "e.g.", "U.S.", "No. 5"), initials ("J. Smith") or inside numbers
     ("3.5"). Whitespace inside a sentence is collapsed to single spaces.
