@@ -108,6 +108,9 @@ CASES = [
      "crackers. Its chief executive is Lena Marsh, and it employs about 900 people in three plants.",
      "Quenby Foods said on Monday that Omar Reyes has become its chief executive.",
      "Who is the chief executive of Quenby Foods?", "Omar Reyes", "Lena Marsh", True, "new"),
+    ("a lower-case question listing its options", "The Harrow book fair was held in Lima in 2019.",
+     "The Harrow book fair moves to Pune this year, its organisers said.",
+     "where is the harrow book fair held this year? options: oslo; lima; pune; kobe.", "Pune", "Lima", True, "new"),
     ("nothing changed", "The river Ossel flows into Lake Varn.", "The river Ossel, still, flows into Lake Varn.",
      "Where does the river Ossel flow into?", "Varn", None, True, "both"),
     # the newer memory is about the same subject but not about what is asked: it outdates nothing
@@ -117,7 +120,9 @@ CASES = [
      "old"),
 ]
 SHUT = ["What is the capital of France?", "How many legs does a spider have?",
-        "Who is the chief executive of Pallow Shipping?"]
+        "Who is the chief executive of Pallow Shipping?",
+        # typed in lower case: "velden" is a name the memories know, "orchestra" a word none holds
+        "who conducts the velden orchestra?"]
 
 
 @pytest.fixture(scope="module")
