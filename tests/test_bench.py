@@ -393,9 +393,13 @@ def test_a_temporal_file_can_be_read_as_a_held_out_slice(tmp_path):
     stale_fresh = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(stale_fresh)
     path = write(tmp_path / "t.jsonl", "\n".join(json.dumps(c) for c in TEMPORAL_CASES) + "\n")
-    sets = stale_fresh.temporal_sets(argparse.Namespace(temporal=f"{path}:2-2,{path}:1,{path}"))
+    sets = stale_fresh.temporal_sets(argparse.Namespace(temporal=f"{path}:2-2,{path}:1,{path}", lower_case=False))
     assert [(name, [c.id for c in cases]) for name, _, cases in sets] == [
         ("t-2-2", ["t-1"]), ("t", ["t-0"]), ("t", ["t-0", "t-1"])]
+    # --lower-case: the same cases, every question as typed in lower case, results named apart
+    lower = stale_fresh.temporal_sets(argparse.Namespace(temporal=f"{path}:2-2", lower_case=True))
+    assert [name for name, _, _ in lower] == ["t-2-2-lower"]
+    assert lower[0][2][0].question == sets[0][2][0].question.lower() != sets[0][2][0].question
 
 
 def test_temporal_run_puts_every_case_in_one_kb_and_compares_the_modes(tiny_kb, tmp_path):
