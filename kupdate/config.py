@@ -66,10 +66,17 @@ class FreshnessConfig:
         0.5, "Share of the words a reading adds to the question that its memory must contain for it to count as an answer."
     )
     same_value: float = _f(0.5, "Overlap (Jaccard) of two readings' added words from which they give the same value.")
+    window: float = _f(
+        0.03, "A memory competes on a question (may outdate or be outdated) only when its best statement scores "
+        "within this of the best competitor's (versions of one fact answer it about equally well), or within "
+        "retrieval.window when it names what the question is about as fully as the memory holding the best."
+    )
 
     def __post_init__(self) -> None:
         if self.candidates < 2:
             raise ConfigError("freshness.candidates must be >= 2")
+        if not 0 <= self.window <= 1:
+            raise ConfigError("freshness.window must be in [0, 1]")
         if not (0 <= self.min_grounded <= 1 and 0 < self.same_value <= 1):
             raise ConfigError("freshness.min_grounded must be in [0, 1] and freshness.same_value in (0, 1]")
 
@@ -88,9 +95,9 @@ class GateConfig:
         "proportionally less, so a question about another subject of the same shape keeps the gate shut."
     )
     choice_weight: float = _f(
-        0.6, "For a question listing alternatives ('Options: a; b; c'), a memory supporting one of them "
-        "(choice_margin) closes this share of the gap between its score and 1. Exemplars list none, so "
-        "calibration is unchanged."
+        0.7, "For a question listing alternatives ('Options: a; b; c'), a memory supporting one of them "
+        "(choice_margin) closes this share of the gap between its score and 1 (and is not scaled down "
+        "by min_entity_coverage). Exemplars list none, so calibration is unchanged."
     )
     choice_margin: float = _f(
         0.2, "A memory supports one alternative when the IDF-weighted share of that alternative's terms it "

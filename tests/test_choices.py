@@ -61,6 +61,31 @@ def test_a_question_without_alternatives_scores_as_before():
     assert relevance(query, memory, 0.5, cfg) == relevance(query, memory, 0.5, replace(cfg, choice_weight=0.0))
 
 
+NAMED = ("Which animals came back to the Norland valley this spring? "
+         "Options: Grey wolves; Lynx; Beavers; Brown bears.")
+
+
+@pytest.mark.parametrize(
+    ("memory", "supports"),
+    [
+        # the story never names the valley but points at one alternative: judged on what it says
+        ("Beavers are building dams in the river again, four centuries after they were hunted out.", True),
+        # missing the question's name and picking out no alternative: another subject, scaled down
+        ("Otters are building dams in the river again, four centuries after they were hunted out.", False),
+    ],
+)
+def test_a_memory_supporting_an_alternative_is_not_scaled_down_for_the_questions_names(memory, supports):
+    query = Query.build(NAMED, {}, 10)
+    cfg = GateConfig()
+    r = relevance(query, memory, 0.5, cfg)
+    assert r.entity == 0.0
+    base = cfg.dense_weight * r.dense + cfg.lexical_weight * r.lexical
+    if supports:
+        assert r.score == pytest.approx(base + cfg.choice_weight * (1 - base), abs=1e-3)
+    else:
+        assert r.score == 0.0
+
+
 @pytest.mark.parametrize(
     ("answer", "cited", "expected"),
     [

@@ -118,6 +118,12 @@ CASES = [
      "The Harwick Museum reopened its east wing in May. Its collection now holds 40,000 objects. "
      "The museum is open every day but Monday.", "Who directs the Harwick Museum?", "Ines Vogel", None, True,
      "old"),
+    # a later news story on a neighbouring topic, naming less of what is asked: it outdates nothing
+    ("a later story on another subject", "The Norland film prize was back on television this week after a "
+     "year off the air, following a row over its judges.",
+     "The Tessel music awards, shown on television on Sunday, were dominated by a single album.",
+     "Which awards show returned to television this week after a year off the air? "
+     "Options: Norland film prize; Tessel music awards; Varda theatre prize.", "Norland", None, True, "old"),
 ]
 SHUT = ["What is the capital of France?", "How many legs does a spider have?",
         "Who is the chief executive of Pallow Shipping?",

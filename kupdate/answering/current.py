@@ -5,10 +5,12 @@ memories retrieved from a knowledge base (docs/answering.md):
 
 1. competitors are the current memories the gate would quote (`freshness.competitors`);
 2. of those, a memory competes on the question only when one of its statements is about it as much
-   as the best statement of any competitor (within `retrieval.window`, the margin within which
-   statements are quoted together). A newer profile of the same organisation that says nothing
-   about what was asked scores well as a whole but its best statement does not, so it cannot
-   outdate the older memory that does answer;
+   as the best statement of any competitor: within `freshness.window` (versions of one fact answer
+   the question about equally well), or within the wider `retrieval.window` when the memory names
+   what the question is about as fully as the memory holding that best statement (a news item
+   against a profile: one fact worded two ways). A newer profile of the same organisation that says
+   nothing about what was asked, or a later news story on a neighbouring topic, scores well as a
+   whole but its best statement does not, so it cannot outdate the older memory that does answer;
 3. each competitor is read on its own, from its most relevant statements (`notes.focus` per memory),
    all in one batch by the caller; the readings are judged and settled (`judge`).
 """
@@ -37,11 +39,15 @@ def rivals(kb: Any, query: Query, qvec: Any, memories: list[Memory], threshold: 
                                [m for m in memories if m.score >= threshold])
     if not scored:
         return []
-    top = scored[0][0]
+    top, lead = scored[0][0], scored[0][1]
     out = []
     for m in chosen:
         own = [(score, s) for score, mm, s in scored if mm is m]
-        if not own or own[0][0] < top - window:
+        # A memory naming what is asked about as fully as the leading one may be a version worded
+        # otherwise (a news item against a profile): it competes within the quote window. One naming
+        # less of it (a later story on a neighbouring topic) must be nearly as relevant.
+        names_all = m.entity > 0 and m.entity >= lead.entity
+        if not own or own[0][0] < top - (window if names_all else cfg.freshness.window):
             continue  # none of its statements is about the question as much as another's
         if n <= 0 or len(statements(m.record.text, query.lang)) <= 1:
             notes = [replace(Note.of(m), score=own[0][0])]

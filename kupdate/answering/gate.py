@@ -68,14 +68,18 @@ def _relevance(query: Query, text: str, dense: float, cfg: GateConfig, context: 
     entity = coverage(query.names, query.idf, around, stem) if query.names else lexical
     dense_c = min(max(dense, 0.0), 1.0)
     score = cfg.dense_weight * dense_c + cfg.lexical_weight * lexical + cfg.entity_weight * entity
-    if query.names and entity < cfg.min_entity_coverage:
-        # Missing the question's most specific names ("Acme Energy" against a memory about "Zenith
-        # Energy": only the sector word is shared) is strong evidence of another subject.
-        score *= entity / cfg.min_entity_coverage
     # A question listing alternatives: a memory that supports one of them ahead of the others speaks
-    # to it (it points at a candidate answer and away from the rest). It closes part of the gap to
-    # 1, so it weighs most for a memory already close to the question.
+    # to it (it points at a candidate answer and away from the rest).
     choice = 1.0 if supported(query, text, cfg.choice_margin) is not None else 0.0
+    if query.names and entity < cfg.min_entity_coverage and not choice:
+        # Missing the question's most specific names ("Acme Energy" against a memory about "Zenith
+        # Energy": only the sector word is shared) is strong evidence of another subject. Not for a
+        # memory that picks out one alternative: a quiz's names are often only its setting (a
+        # region, a demonym, an organisation the story calls otherwise), and what the memory says
+        # about the alternatives is the better evidence (docs/answering.md, "Questions that list
+        # their alternatives").
+        score *= entity / cfg.min_entity_coverage
+    # Support closes part of the gap to 1, so it weighs most for a memory already close to the question.
     score += cfg.choice_weight * choice * (1 - score)
     return Relevance(round(score, 4), round(dense_c, 4), round(lexical, 4), round(entity, 4), choice)
 
