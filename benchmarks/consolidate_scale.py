@@ -42,7 +42,8 @@ from consolidate_counterfact import DEFAULT_DATA, ROOT, write_domain  # noqa: E4
 DOMAIN = "cf"
 # The consolidation settings of the code before the speed work: 8 passes at a constant rate of
 # 0.005, no early stop, every row run whole (batching by length is not a setting: it stays on).
-BEFORE = {"epochs": 8, "schedule": "constant", "stop_recall": 0.0, "learning_rate": 0.005, "share_start": False}
+BEFORE = {"epochs": 8, "schedule": "constant", "stop_recall": 0.0, "learning_rate": 0.005, "share_start": False,
+          "contexts": 1}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -161,6 +161,9 @@ class ConsolidationConfig:
     kl_teacher: float = _f(0.5, "Weight of KL to the teacher (the model with the memory in context).")
     kl_replay: float = _f(1.0, "Weight of KL to the base model on replayed exemplars.")
     replay: int = _f(64, "Exemplars replayed per consolidation (0: none).")
+    contexts: int = _f(
+        1, "Cloze forms of each fact asked after a sentence of unrelated text (recall in context); each "
+        "adds a teacher answer and a training example per fact (0: none; one written question still is).")
     min_locality: float = _f(0.95, "A candidate is promoted only if its locality on exemplars is at least this.")
     seed: int = _f(0, "Seed for masks, shuffling and initialisation.")
 
@@ -169,8 +172,8 @@ class ConsolidationConfig:
             raise ConfigError(f"consolidation.density must be in (0, 1], got {self.density}")
         if self.rank < 1 or self.epochs < 1 or self.batch_size < 1 or self.min_new_records < 1:
             raise ConfigError("consolidation.rank, epochs, batch_size and min_new_records must be >= 1")
-        if self.learning_rate <= 0 or self.kl_teacher < 0 or self.kl_replay < 0 or self.replay < 0:
-            raise ConfigError("consolidation.learning_rate must be > 0; kl_teacher, kl_replay, replay >= 0")
+        if self.learning_rate <= 0 or self.kl_teacher < 0 or self.kl_replay < 0 or self.replay < 0 or self.contexts < 0:
+            raise ConfigError("consolidation.learning_rate must be > 0; kl_teacher, kl_replay, replay, contexts >= 0")
         if not 0 <= self.min_locality <= 1:
             raise ConfigError("consolidation.min_locality must be in [0, 1]")
         if not 0 <= self.stop_recall <= 1 or self.min_epochs < 1 or self.checks_per_pass < 1:

@@ -34,7 +34,7 @@ from kupdate.text import hits
 
 MAX_ANSWER_WORDS = 6
 TOP_K = 32  # teacher distributions are kept as their top-k tokens
-CONTEXTS_PER_STATEMENT = 1  # cloze forms after unrelated text, per statement
+CONTEXTS_PER_STATEMENT = 1  # cloze forms after unrelated text, per statement (consolidation.contexts)
 STEMS_PER_SUBJECT = 3  # questions the model writes about each subject
 STEM_TEMPERATURE = 0.9
 STEM_TOKENS = 20
@@ -226,7 +226,7 @@ def work_key(record: Any, settings: dict[str, Any], alone: bool) -> str:
 
 def build(llm: Any, records: Sequence[Any], exemplars: Sequence[Any], *, copy_mix: float,
           max_new_tokens: int, replay: int, seed: int, batch_size: int = 16,
-          done: dict[str, RecordWork] | None = None) -> TrainingSet:
+          done: dict[str, RecordWork] | None = None, contexts: int = CONTEXTS_PER_STATEMENT) -> TrainingSet:
     """The training set for `records` (a domain's current memory) plus replayed `exemplars`.
 
     `done`: the work of earlier builds by `work_key` (see `TrainingSet.works`); a record found
@@ -236,7 +236,7 @@ def build(llm: Any, records: Sequence[Any], exemplars: Sequence[Any], *, copy_mi
 
     settings = {"model": getattr(llm, "name", None) or type(llm.model).__name__,
                 "dtype": str(getattr(llm, "dtype", "")), "copy_mix": copy_mix, "max_new_tokens": max_new_tokens,
-                "seed": seed}
+                "seed": seed, "contexts": contexts}
     pool = context_pool(exemplars)
     facts = [(r, s, (f"{r.subject} {r.relation}", r.object) if r.subject and r.object else cloze(s))
              for r in records for s in statements(r)]
@@ -256,7 +256,7 @@ def build(llm: Any, records: Sequence[Any], exemplars: Sequence[Any], *, copy_mi
     # earlier answer (the version serving now) is switched off.
     with adapters_off(llm.model):
         fresh = _build_records(llm, [f for f, _ in todo], [a for _, a in todo], once, pool, copy_mix=copy_mix,
-                               max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size)
+                               max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size, contexts=contexts)
     works = {keys[r.id]: done[keys[r.id]] if keys[r.id] in done else fresh[r.id] for r in records}
     examples = [x for r in records for x in works[keys[r.id]].examples]
     tok = llm.tokenizer
@@ -283,7 +283,8 @@ def _ids(tok: Any, text: str) -> list[int]:
 
 
 def _build_records(llm: Any, facts: list[tuple[Any, str, Any]], about: list[str], once: set[str], pool: list[str], *,
-                   copy_mix: float, max_new_tokens: int, seed: int, batch_size: int) -> dict[int, RecordWork]:
+                   copy_mix: float, max_new_tokens: int, seed: int, batch_size: int,
+                   contexts: int = CONTEXTS_PER_STATEMENT) -> dict[int, RecordWork]:
     """The examples of `facts` (record, statement, cloze), with the teacher's answers and
     distributions, by record id."""
     import random
@@ -301,12 +302,12 @@ def _build_records(llm: Any, facts: list[tuple[Any, str, Any]], about: list[str]
         if c:
             # Each record's draws depend on the record alone, not on what else is built with it.
             rng = random.Random(f"{seed}:{r.id}:{s}")
-            picked = rng.sample(pool, min(CONTEXTS_PER_STATEMENT + 1, len(pool)))
+            picked = rng.sample(pool, min(contexts + 1, len(pool)))
             cloze_at.add(len(asked))  # the first form asked is the cloze itself
-            mine_asked = [(q, s, c[1], r) for q in questions(c[0], picked[:CONTEXTS_PER_STATEMENT])]
+            mine_asked = [(q, s, c[1], r) for q in questions(c[0], picked[:contexts])]
             mine = written.get(subj, [])
             # One written question after unrelated text too, as paraphrases often come.
-            mine = [f"{picked[-1].rstrip()} {q}" if i == 0 and len(picked) > CONTEXTS_PER_STATEMENT else q
+            mine = [f"{picked[-1].rstrip()} {q}" if i == 0 and len(picked) > contexts else q
                     for i, q in enumerate(mine)]
             mine_asked += [(q, s, c[1], r) for q in mine]
             asked += mine_asked
