@@ -177,9 +177,7 @@ def main(argv: list[str] | None = None) -> int:
             cfg = kb.config.consolidation
             records = current_records(kb)[DOMAIN]
             t0 = time.perf_counter()
-            tset = dataset.build(kb.llm, records, kb.exemplars(), copy_mix=kb.config.generation.copy_mix,
-                                 max_new_tokens=kb.config.generation.max_new_tokens, replay=cfg.replay,
-                                 seed=cfg.seed, batch_size=cfg.batch_size)
+            tset = dataset.build_for(kb.llm, records, kb.exemplars(), kb.config)
             build_s = time.perf_counter() - t0
             print(f"training set: {tset.stats} ({build_s:.1f} s)", file=sys.stderr)
             device = str(kb.llm.device)

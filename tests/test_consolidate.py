@@ -351,3 +351,22 @@ def test_reused_work_is_the_work_of_a_fresh_build(learner, tmp_path):
     # Another seed is other work: nothing is taken.
     other = dataset.build(learner.llm, records, learner.exemplars(), done=whole.works, **{**args, "seed": 1})
     assert other.stats["records_reused"] == 0
+
+
+def test_the_contexts_setting_decides_how_many_questions_each_fact_is_asked_after_unrelated_text(learner, tmp_path):
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    ingest(learner, tmp_path, "orgs")
+    records = list(learner.store.records(kind="knowledge"))
+    # Unrelated text comes from the base model's exemplar answers (the tiny model's are no sentences).
+    exemplars = [SimpleNamespace(text=f"Question {i}?", meta={"base_answer": f"This is a plain answer number {i}."})
+                 for i in range(6)]
+    config = learner.config
+    made = {n: dataset.build_for(learner.llm, records, exemplars,
+                                 replace(config, consolidation=replace(config.consolidation, contexts=n))).stats
+            for n in (0, 1, 2)}
+    # each more context form is one more question for every fact with a cloze; written questions stay
+    step = made[1]["questions"] - made[0]["questions"]
+    assert step > 0 and made[2]["questions"] - made[1]["questions"] == step
+    assert made[0]["written_questions"] == made[1]["written_questions"] == made[2]["written_questions"]

@@ -35,11 +35,9 @@ class DomainTrainer:
     def prepare(self, name: str, records: list[Any], exemplars: list[Any]) -> dict[str, Any]:
         from kupdate.consolidate import dataset, train
 
-        cfg, gen = self.config.consolidation, self.config.generation
+        cfg = self.config.consolidation
         t = time.perf_counter()
-        tset = dataset.build(self.llm, records, exemplars, copy_mix=gen.copy_mix,
-                             max_new_tokens=gen.max_new_tokens, replay=cfg.replay, seed=cfg.seed,
-                             batch_size=cfg.batch_size)
+        tset = dataset.build_for(self.llm, records, exemplars, self.config)
         build = time.perf_counter() - t
         train.attach(self.llm, name, cfg)
         self.name = name

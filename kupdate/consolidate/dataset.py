@@ -29,12 +29,12 @@ from kupdate.answering.decoding import generate, length_batches
 from kupdate.answering.notes import Note
 from kupdate.answering.notes import statements as note_statements
 from kupdate.answering.prompt import Prompt, base_prompt, memory_prompt
+from kupdate.config import ConsolidationConfig
 from kupdate.language import get_language
 from kupdate.text import hits
 
 MAX_ANSWER_WORDS = 6
 TOP_K = 32  # teacher distributions are kept as their top-k tokens
-CONTEXTS_PER_STATEMENT = 1  # cloze forms after unrelated text, per statement (consolidation.contexts)
 STEMS_PER_SUBJECT = 3  # questions the model writes about each subject
 STEM_TEMPERATURE = 0.9
 STEM_TOKENS = 20
@@ -226,7 +226,7 @@ def work_key(record: Any, settings: dict[str, Any], alone: bool) -> str:
 
 def build(llm: Any, records: Sequence[Any], exemplars: Sequence[Any], *, copy_mix: float,
           max_new_tokens: int, replay: int, seed: int, batch_size: int = 16,
-          done: dict[str, RecordWork] | None = None, contexts: int = CONTEXTS_PER_STATEMENT) -> TrainingSet:
+          done: dict[str, RecordWork] | None = None, contexts: int = ConsolidationConfig.contexts) -> TrainingSet:
     """The training set for `records` (a domain's current memory) plus replayed `exemplars`.
 
     `done`: the work of earlier builds by `work_key` (see `TrainingSet.works`); a record found
@@ -278,13 +278,21 @@ def build(llm: Any, records: Sequence[Any], exemplars: Sequence[Any], *, copy_mi
     return TrainingSet(examples, probes_for(records), stats, works)
 
 
+def build_for(llm: Any, records: Sequence[Any], exemplars: Sequence[Any], config: Any,
+              done: dict[str, RecordWork] | None = None) -> TrainingSet:
+    """`build` with the settings of a KB's `config` (its [generation] and [consolidation] tables)."""
+    cfg, gen = config.consolidation, config.generation
+    return build(llm, records, exemplars, copy_mix=gen.copy_mix, max_new_tokens=gen.max_new_tokens,
+                 replay=cfg.replay, seed=cfg.seed, batch_size=cfg.batch_size, done=done, contexts=cfg.contexts)
+
+
 def _ids(tok: Any, text: str) -> list[int]:
     return tok(text, add_special_tokens=False)["input_ids"]
 
 
 def _build_records(llm: Any, facts: list[tuple[Any, str, Any]], about: list[str], once: set[str], pool: list[str], *,
                    copy_mix: float, max_new_tokens: int, seed: int, batch_size: int,
-                   contexts: int = CONTEXTS_PER_STATEMENT) -> dict[int, RecordWork]:
+                   contexts: int) -> dict[int, RecordWork]:
     """The examples of `facts` (record, statement, cloze), with the teacher's answers and
     distributions, by record id."""
     import random

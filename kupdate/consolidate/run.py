@@ -185,9 +185,7 @@ def consolidate_domain(kb: Any, domain: str, records: list[Any], *, progress: bo
         say(f"building the training set from {len(records)} records")
         t = time.perf_counter()
         works = BuildCache(registry.folder(domain))
-        tset = dataset.build(kb.llm, records, exemplars, copy_mix=kb.config.generation.copy_mix,
-                             max_new_tokens=kb.config.generation.max_new_tokens, replay=cfg.replay, seed=cfg.seed,
-                             batch_size=cfg.batch_size, done=works.load(), contexts=cfg.contexts)
+        tset = dataset.build_for(kb.llm, records, exemplars, kb.config, done=works.load())
         seconds["build"] = time.perf_counter() - t
         if tset.stats.get("records_reused"):
             say(f"{tset.stats['records_reused']} of {len(records)} records' examples taken from earlier builds")
