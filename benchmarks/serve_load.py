@@ -91,7 +91,8 @@ def chat(client, url: str, model: str, question: str) -> dict:
     ms = (time.perf_counter() - t0) * 1000
     ok = r.status_code == 200
     return {"question": question, "status": r.status_code, "ms": round(ms, 1), "end": time.perf_counter(),
-            "answer": r.json()["choices"][0]["message"]["content"] if ok else r.text[:300]}
+            "answer": r.json()["choices"][0]["message"]["content"] if ok else r.text[:300],
+            "server_ms": r.json().get("kupdate", {}).get("timings_ms") if ok else None}
 
 
 def concurrent_phase(url: str, model: str, questions: list[str], args: argparse.Namespace) -> tuple[list, list]:

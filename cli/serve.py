@@ -32,6 +32,8 @@ def serve(
                                            "a time).", min=1)] = 8,
     batch_window_ms: Annotated[float, typer.Option(help="How long a lone question waits for others to join "
                                                    "its batch.", min=0, max=1000)] = 50.0,
+    ingest_threads: Annotated[int, typer.Option(help="CPU threads the ingest worker's models use (1 leaves the "
+                                                "other cores to answering).", min=1)] = 1,
     log_level: Annotated[str, typer.Option(help="uvicorn log level ('info' also logs each request).")] = "warning",
 ) -> None:
     """Serve a knowledge base over an OpenAI-compatible HTTP API (FastAPI + uvicorn).
@@ -58,7 +60,7 @@ def serve(
 
     settings = ServeSettings.build(kb, host=host, port=port, api_key_env=api_key_env, max_body_mb=max_body_mb,
                                    queue_size=queue_size, log_level=log_level, max_batch=max_batch,
-                                   batch_window_ms=batch_window_ms)
+                                   batch_window_ms=batch_window_ms, ingest_threads=ingest_threads)
 
     def ready(s: ServeSettings) -> None:
         where = f"http://{s.host}:{s.port}" if ":" not in s.host else f"http://[{s.host}]:{s.port}"

@@ -391,3 +391,21 @@ def test_a_batch_that_fails_as_a_whole_fails_only_its_bad_request(app_client, mo
         with pytest.raises(RuntimeError, match="boom alone"):
             futures[1].result(timeout=120)
     assert all(a["answer"] for a in good)
+
+
+@pytest.mark.skipif(__import__("torch").get_num_threads() < 2, reason="needs torch to use at least two threads")
+def test_a_worker_given_a_thread_count_uses_it_and_leaves_the_other_threads_theirs(tiny_kb):
+    """The ingest worker runs its models on one thread (`ingest_threads`) so that it does not
+    contend with the answering worker for the cores; the count is its thread's own."""
+    import torch
+
+    from kupdate.serve.workers import KBWorker
+
+    before = torch.get_num_threads()
+    worker = KBWorker("ingest", tiny_kb.path, queue_size=2, threads=1)
+    worker.start().result(120)
+    try:
+        assert worker.submit(lambda kb: torch.get_num_threads()).result(60) == 1
+        assert torch.get_num_threads() == before
+    finally:
+        worker.stop()

@@ -27,7 +27,8 @@ def create_app(settings: ServeSettings, *, on_ready: Callable[[ServeSettings], N
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         answers = KBWorker("answer", settings.kb, queue_size=settings.queue_size, warm=warm_models,
                            max_batch=settings.max_batch, window_s=settings.batch_window_ms / 1000)
-        ingests = KBWorker("ingest", settings.kb, queue_size=max(1, settings.queue_size // 4))
+        ingests = KBWorker("ingest", settings.kb, queue_size=max(1, settings.queue_size // 4),
+                           threads=settings.ingest_threads)
         app.state.answers, app.state.ingests = answers, ingests
         try:
             await asyncio.wrap_future(answers.start())

@@ -40,12 +40,15 @@ class ServeSettings:
     # lone request waits at most `batch_window_ms` for others to join it.
     max_batch: int = 8
     batch_window_ms: float = 50.0
+    # Torch threads of the ingest worker (docs/serve.md): 1 leaves the cores to answering. A second
+    # thread running multi-threaded torch slowed every later batch of answers by about a quarter.
+    ingest_threads: int = 1
 
     def __repr__(self) -> str:  # keep the key out of logs and tracebacks
         key = "set" if self.api_key else "none"
         return (f"ServeSettings(kb={str(self.kb)!r}, host={self.host!r}, port={self.port}, api_key={key}, "
                 f"max_body_bytes={self.max_body_bytes}, queue_size={self.queue_size}, max_batch={self.max_batch}, "
-                f"batch_window_ms={self.batch_window_ms:g})")
+                f"batch_window_ms={self.batch_window_ms:g}, ingest_threads={self.ingest_threads})")
 
     @property
     def model_name(self) -> str:
@@ -55,7 +58,8 @@ class ServeSettings:
     @classmethod
     def build(cls, kb: str | Path | None = None, *, host: str = "127.0.0.1", port: int = 8000,
               api_key_env: str | None = None, max_body_mb: float = 2.0, queue_size: int = 32,
-              log_level: str = "warning", max_batch: int = 8, batch_window_ms: float = 50.0) -> ServeSettings:
+              log_level: str = "warning", max_batch: int = 8, batch_window_ms: float = 50.0,
+              ingest_threads: int = 1) -> ServeSettings:
         """Settings from command-line values; the API key is read from the environment variable
         `api_key_env` (default KUPDATE_API_KEY). Raises ConfigError when binding beyond this machine
         without a key, or when a named variable is unset."""
@@ -74,5 +78,8 @@ class ServeSettings:
             raise ConfigError("--max-body-mb must be positive and --queue-size at least 1")
         if max_batch < 1 or not 0 <= batch_window_ms <= 1000:
             raise ConfigError("max_batch must be at least 1 and batch_window_ms between 0 and 1000")
+        if ingest_threads < 1:
+            raise ConfigError(f"--ingest-threads must be at least 1, got {ingest_threads}")
         return cls(paths.resolve_kb(kb), host, port, key, int(max_body_mb * 1_000_000), queue_size,
-                   log_level=log_level, max_batch=max_batch, batch_window_ms=batch_window_ms)
+                   log_level=log_level, max_batch=max_batch, batch_window_ms=batch_window_ms,
+                   ingest_threads=ingest_threads)

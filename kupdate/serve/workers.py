@@ -48,8 +48,9 @@ class KBWorker:
     batchable ones (`submit(job, batch=...)`) in batches of at most `max_batch`."""
 
     def __init__(self, name: str, path: Path, *, queue_size: int, warm: Job | None = None, max_batch: int = 1,
-                 window_s: float = 0.0) -> None:
+                 window_s: float = 0.0, threads: int | None = None) -> None:
         self.name = name
+        self.threads = threads  # torch threads of this worker's thread (None: torch's default)
         self.path = path
         self.warm = warm
         self.max_batch = max(1, max_batch)
@@ -91,6 +92,12 @@ class KBWorker:
         from kupdate import KnowledgeBase
 
         try:
+            if self.threads:
+                import torch
+
+                # Set on this thread only (OpenMP's thread count is per thread): a worker that
+                # runs beside the answering one takes fewer cores instead of contending for them.
+                torch.set_num_threads(self.threads)
             kb = KnowledgeBase.open(self.path)
             if self.warm is not None:
                 self.warm(kb)
