@@ -234,8 +234,7 @@ def _prefilled(model: Any, rows: Sequence[Sequence[int]], shared: int, width: in
         if start == 0:
             return {}
         # Only the cache is wanted: the output layer runs on one position, not on every token.
-        out = model(input_ids=torch.tensor([list(rows[kind[0]][:start])], device=device), use_cache=True,
-                    logits_to_keep=1)
+        out = _cache_pass(model, input_ids=torch.tensor([list(rows[kind[0]][:start])], device=device))
         name = "cache" if "cache" in out else "past_key_values"
         begun = out[name]
         if not getattr(begun, "layers", None) or any(type(x).__name__ != "DynamicLayer" for x in begun.layers):
@@ -251,9 +250,9 @@ def _prefilled(model: Any, rows: Sequence[Sequence[int]], shared: int, width: in
                 ids = [[pad] * (longest - len(o)) + o for o in own]
                 mask = [[1] * start + [0] * (longest - len(o)) + [1] * len(o) for o in own]
                 positions = [[1] * (longest - len(o)) + list(range(start, start + len(o))) for o in own]
-                model(input_ids=torch.tensor(ids, device=device), attention_mask=torch.tensor(mask, device=device),
-                      position_ids=torch.tensor(positions, device=device), use_cache=True, logits_to_keep=1,
-                      **{name: cache})
+                _cache_pass(model, input_ids=torch.tensor(ids, device=device),
+                            attention_mask=torch.tensor(mask, device=device),
+                            position_ids=torch.tensor(positions, device=device), **{name: cache})
             if not keys:
                 keys = [torch.zeros((len(rows), x.keys.shape[1], width - 1, x.keys.shape[-1]), dtype=x.keys.dtype,
                                     device=x.keys.device) for x in cache.layers]
@@ -270,6 +269,15 @@ def _prefilled(model: Any, rows: Sequence[Sequence[int]], shared: int, width: in
     for layer, k, v in zip(batch.layers, keys, values):
         layer.keys, layer.values = k, v
     return {name: batch}
+
+
+def _cache_pass(model: Any, **inputs: Any) -> Any:
+    """A forward pass kept for its key/value cache: the output layer on the last position only
+    (`logits_to_keep`), where the model takes that argument."""
+    try:
+        return model(use_cache=True, logits_to_keep=1, **inputs)
+    except TypeError:  # a model class without `logits_to_keep`
+        return model(use_cache=True, **inputs)
 
 
 def _prefill_groups(rows: Sequence[Sequence[int]]) -> list[tuple[list[int], list[list[int]]]]:
