@@ -180,3 +180,39 @@ def test_the_gate_stays_shut_for_questions_the_memory_does_not_touch(table_kb, q
     answer = table_kb.ask(question, adapter=False)
     assert not answer.gate.open, answer.to_dict()
     assert answer.answer == table_kb.ask(question, memory=False, adapter=False).answer
+
+
+def test_the_answer_path_imports_one_way():
+    """The modules of `kupdate/answering/` import each other without a cycle, function-level
+    imports included (docs/answering.md lists the order)."""
+    import ast
+    from pathlib import Path
+
+    import kupdate.answering as pkg
+
+    folder = Path(pkg.__file__).parent
+    names = {p.stem for p in folder.glob("*.py") if p.stem != "__init__"}
+    edges = {}
+    for name in names:
+        tree = ast.parse((folder / f"{name}.py").read_text(encoding="utf-8"))
+        found = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                parts = node.module.split(".")
+                if parts[:2] == ["kupdate", "answering"]:
+                    found |= {parts[2]} if len(parts) > 2 else {a.name for a in node.names}
+        edges[name] = found & names - {name}
+    assert edges["decoding"] and edges["answer"]  # the walk sees imports at all
+    done, visiting = set(), []
+
+    def visit(n):
+        assert n not in visiting, f"import cycle: {' -> '.join(visiting + [n])}"
+        if n not in done:
+            visiting.append(n)
+            for m in edges[n]:
+                visit(m)
+            visiting.pop()
+            done.add(n)
+
+    for n in sorted(names):
+        visit(n)

@@ -287,8 +287,8 @@ class Trainer:
 
 
 def shared_prefix(prompts: Sequence[Sequence[int]]) -> list[int]:
-    """The token ids all `prompts` begin with ([] when fewer than `decoding.MIN_SHARED`)."""
-    from kupdate.answering.decoding import shared_prefix as common
+    """The token ids all `prompts` begin with ([] when fewer than `prefill.MIN_SHARED`)."""
+    from kupdate.answering.prefill import shared_prefix as common
 
     return list(prompts[0][: common(prompts)]) if len(prompts) > 1 else []
 
@@ -379,7 +379,7 @@ def pair_logits(model: Any, pairs: Sequence[tuple[list[int], list[int]]], *, pad
     left out, which a step does not need to learn what follows it (docs/consolidation.md)."""
     import torch
 
-    from kupdate.answering.decoding import prefix_cache
+    from kupdate.answering.prefill import prefix_cache
 
     n = len(start)
     uses = [n > 0 and len(p) > n and list(p[:n]) == list(start) for p, _ in pairs]
