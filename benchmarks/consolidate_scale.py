@@ -42,8 +42,8 @@ from consolidate_counterfact import DEFAULT_DATA, ROOT, write_domain  # noqa: E4
 DOMAIN = "cf"
 # The consolidation settings of the code before the speed work: 8 passes at a constant rate of
 # 0.005, no early stop, every row run whole (batching by length is not a setting: it stays on).
-BEFORE = {"epochs": 8, "schedule": "constant", "stop_recall": 0.0, "learning_rate": 0.005, "share_start": False,
-          "contexts": 1}
+BEFORE = {"epochs": 8, "schedule": "constant", "stop_recall": 0.0, "focus": False, "learning_rate": 0.005,
+          "share_start": False, "contexts": 1}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -114,7 +114,8 @@ def run_setting(name: str, template: Path, out: Path, rounds: list[list[dict]], 
         rows.append({"round": i, "facts": done, "status": report["status"], "seconds": round(seconds, 1),
                      "phases": report["seconds"], "fresh_recall": after["fresh_recall"],
                      "paraphrase_recall": after.get("paraphrase_recall"), "locality": after["locality"],
-                     "round1_recall": first_recall, "epochs": training.get("epochs"),
+                     "round1_recall": first_recall, "epochs": training.get("epochs"), "passes": training.get("passes"),
+                     "checked_at": training.get("checked_at"),
                      "examples_per_s": training.get("examples_per_s"),
                      "recalled_per_epoch": training.get("recalled_per_epoch"), "data": report["data"]})
         print(f"[consolidate_scale] {name} round {i}: {done} facts, {seconds:.0f} s, fresh "
@@ -142,7 +143,7 @@ def table(results: dict) -> str:
              "locality | round-1 recall |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, s in results["settings"].items():
         for r in s["rounds"]:
-            lines.append(f"| {name} | {r['round']} | {r['facts']} | {r['status']} | {r['epochs']} | "
+            lines.append(f"| {name} | {r['round']} | {r['facts']} | {r['status']} | {r.get('passes') or r['epochs']} | "
                          f"{r['examples_per_s']} | {r['seconds']:.0f} | {rate(r['fresh_recall'])} | "
                          f"{rate(r['paraphrase_recall'])} | {rate(r['locality'])} | {r['round1_recall']:.2f} |")
     notes = []

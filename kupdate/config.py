@@ -153,6 +153,9 @@ class ConsolidationConfig:
         "asked of the student (greedy), give the fact's value; 0: always make every pass.")
     checks_per_pass: int = _f(
         2, "Early-stopping checks per pass from min_epochs on, evenly spaced (1: only at the end of a pass).")
+    focus: bool = _f(
+        True, "After a check that does not stop training, train on the facts it missed (with as many of "
+        "the others, rehearsed) instead of on everything.")
     schedule: str = _f("cosine", "Learning-rate schedule over the planned steps: 'cosine' (down to a tenth) or 'constant'.")
     batch_size: int = _f(16, "Training examples per step.")
     share_start: bool = _f(

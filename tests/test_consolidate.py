@@ -43,6 +43,10 @@ def test_cloze_cuts_the_final_phrase_and_keeps_question_pairs():
     assert dataset.cloze("Brindlemoor Robotics is led by CEO Renzo Halbrook.") == (
         "Brindlemoor Robotics is led by", "CEO Renzo Halbrook")
     assert dataset.cloze("Hello there") is None
+    # No cue word: a short statement is asked for its last word, a long one for nothing.
+    assert dataset.cloze("Mira Oduya paints watercolours.") == ("Mira Oduya paints", "watercolours")
+    assert dataset.cloze("Tarn Valley Rail and its two sister companies quietly run three more "
+                         "short routes north every summer.") is None
     assert dataset.subject_of("The mother tongue of Danielle Darrieux is") == "Danielle Darrieux"
 
 
@@ -195,6 +199,7 @@ def test_training_stops_once_the_facts_are_recalled_and_runs_every_pass_when_tol
     ingest(learner, tmp_path, "orgs")
     learner.config.consolidation.stop_recall = 0.5  # the tiny model gets one of its two facts early
     learner.config.consolidation.batch_size = 4  # passes of several steps, so a pass can be checked half-way
+    learner.config.consolidation.focus = False  # every pass over everything (focused rounds: below)
     [early] = learner.consolidate("orgs").reports
     t = early["training"]
     # 40 passes are allowed; training ends with the pass after which half the facts' own clozes
@@ -209,6 +214,27 @@ def test_training_stops_once_the_facts_are_recalled_and_runs_every_pass_when_tol
     learner.config.consolidation.stop_recall, learner.config.consolidation.epochs = 0.0, 6
     [full] = learner.consolidate("orgs", force=True).reports
     assert full["training"]["epochs"] == 6 and full["training"]["recalled_per_epoch"] == []
+
+
+def test_a_round_after_a_check_trains_the_facts_it_missed_with_as_many_others(learner):
+    from kupdate.consolidate import train
+    from kupdate.consolidate.dataset import Example
+
+    cfg = learner.config.consolidation
+    train.attach(learner.llm, "focus", cfg)
+    try:
+        examples = [Example([1], [2, 3], "question", fact=f"fact {i}") for i in range(10) for _ in range(4)]
+        trainer = train.Trainer(learner.llm, examples, cfg, name="focus")
+        got = trainer._focused(["fact 3", "fact 7"], full_steps=5)
+        # All 8 examples of the missed facts, and 8 of the 32 others (rehearsal), none twice.
+        assert sorted(x.fact for x in got[:8]) == ["fact 3"] * 4 + ["fact 7"] * 4
+        assert len(got) == 16 and {x.fact for x in got[8:]}.isdisjoint({"fact 3", "fact 7"})
+        assert len({id(x) for x in got}) == 16
+        # A round is at least a quarter of a pass (two checks a pass): more others when few were missed.
+        assert len(trainer._focused(["fact 3"], full_steps=20)) == cfg.batch_size * 5
+        assert trainer._focused([f"fact {i}" for i in range(10)], full_steps=5) == []  # all missed: a whole pass
+    finally:
+        learner.adapters.unload("focus")
 
 
 def test_the_cosine_schedule_falls_to_a_tenth_and_constant_stays_put():

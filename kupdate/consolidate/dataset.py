@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from kupdate.answering.decoding import generate, length_batches
+from kupdate.answering.decoding import GENERATION_BATCH, generate, length_batches
 from kupdate.answering.notes import Note
 from kupdate.answering.notes import statements as note_statements
 from kupdate.answering.prompt import Prompt, base_prompt, memory_prompt
@@ -34,6 +34,7 @@ from kupdate.language import get_language
 from kupdate.text import hits
 
 MAX_ANSWER_WORDS = 6
+SHORT_STATEMENT_WORDS = 12  # a sentence without a cue word is cut before its last word up to this length
 TOP_K = 32  # teacher distributions are kept as their top-k tokens
 STEMS_PER_SUBJECT = 3  # questions the model writes about each subject
 STEM_TEMPERATURE = 0.9
@@ -62,6 +63,7 @@ class Example:
     # Of the fact's own cloze: (the question's prompt, the answer it must give). Training stops
     # early once enough of them come back (`train.recalled`).
     check: tuple[Any, str] | None = None
+    fact: str = ""  # the statement a statement or question example teaches ("" for replay)
 
 
 @dataclass
@@ -83,8 +85,8 @@ def statements(record: Any) -> list[str]:
 
 def cloze(sentence: str) -> tuple[str, str] | None:
     """Split a sentence into (stem, answer): the stem ends at the last cue word that leaves a short
-    final phrase as the answer; a 'question? answer' pair splits at the question mark, and its
-    answer is the reply's value (`reply_value`)."""
+    final phrase as the answer (a short sentence without one: before its last word); a 'question?
+    answer' pair splits at the question mark, and its answer is the reply's value (`reply_value`)."""
     s = sentence.strip()
     if "?" in s[:-1]:
         q, _, a = s.partition("?")
@@ -96,6 +98,10 @@ def cloze(sentence: str) -> tuple[str, str] | None:
             break
         if tokens[i].lower() in get_language().cues:
             return " ".join(tokens[: i + 1]), " ".join(tokens[i + 1 :])
+    # No cue word near the end: a short statement still ends with what it says of its subject
+    # ("Ada Brook paints watercolours."), so its last word is asked for rather than nothing.
+    if 4 <= len(tokens) <= SHORT_STATEMENT_WORDS:
+        return " ".join(tokens[:-1]), tokens[-1]
     return None
 
 
@@ -302,11 +308,13 @@ def _build_records(llm: Any, facts: list[tuple[Any, str, Any]], about: list[str]
     out: dict[int, RecordWork] = {}
     asked: list[tuple[str, str, str, Any]] = []  # (question, statement, cloze answer, record)
     cloze_at: set[int] = set()
-    written = subject_stems(llm, [a for a in about if a in once], seed=seed, batch_size=batch_size) if facts else {}
+    # Generation runs in larger batches than the forward passes (decoding steps are its cost).
+    rows = max(batch_size, GENERATION_BATCH)
+    written = subject_stems(llm, [a for a in about if a in once], seed=seed, batch_size=rows) if facts else {}
     for (r, s, c), subj in zip(facts, about):
         work = out.setdefault(r.id, RecordWork([], 0, 0, 0))
         body = _ids(tok, s) + eos
-        work.examples.append(Example(body[:1], body[1:], "statement"))
+        work.examples.append(Example(body[:1], body[1:], "statement", fact=s))
         if c:
             # Each record's draws depend on the record alone, not on what else is built with it.
             rng = random.Random(f"{seed}:{r.id}:{s}")
@@ -324,7 +332,7 @@ def _build_records(llm: Any, facts: list[tuple[Any, str, Any]], about: list[str]
     # The teacher: the model with the statement as its only memory note.
     teacher_prompts = [memory_prompt(tok, q, [Note(r.id, s, r.valid_from or "")]) for q, s, _, r in asked]
     answers = _teacher_answers(llm, teacher_prompts, [s for _, s, _, _ in asked], copy_mix=copy_mix,
-                               max_new_tokens=max_new_tokens, batch_size=batch_size)
+                               max_new_tokens=max_new_tokens, batch_size=rows)
     made = []
     for i, ((q, s, want, r), tp, a) in enumerate(zip(asked, teacher_prompts, answers)):
         full = f"{tp.prefill} {a}".strip() if tp.prefill else a
@@ -334,7 +342,7 @@ def _build_records(llm: Any, facts: list[tuple[Any, str, Any]], about: list[str]
             full = s
         asking = base_prompt(tok, q)
         x = Example(_ids(tok, asking.text), _ids(tok, full) + eos, "question", teacher=_ids(tok, tp.text),
-                    check=(asking, want) if i in cloze_at else None)
+                    check=(asking, want) if i in cloze_at else None, fact=s)
         out[r.id].examples.append(x)
         made.append(x)
     _soft_targets(llm, made, batch_size=batch_size)

@@ -18,18 +18,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from kupdate.answering.decoding import GENERATION_BATCH
 from kupdate.metrics import locality, rate
 from kupdate.text import hits
 
 FORCED_LOCALITY_N = 32
-# Questions per generation call. The base model's answers run to the token limit, so decoding
-# steps, not padding, are the cost, and a step of 64 rows costs far less than four of 16: 64
-# CounterFact questions took 12.5 s in batches of 64 and 23.2 s in batches of 16 (SmolLM2, 2 cores).
-EVAL_BATCH = 64
 
 
 def answers(kb: Any, questions: Sequence[str], *, forced: Sequence[Any] | None = None,
-            routed_only: bool = False, first_line: bool = False, batch_size: int = EVAL_BATCH) -> tuple[list[str | None], list[bool]]:
+            routed_only: bool = False, first_line: bool = False, batch_size: int = GENERATION_BATCH) -> tuple[list[str | None], list[bool]]:
     """Memory-shut answers to `questions` as served (or with `forced` routes for all); also
     whether each question was routed to any adapter. `routed_only`: questions routed nowhere are
     not generated (None): the base model answers them, unchanged by construction."""

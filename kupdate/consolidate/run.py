@@ -209,7 +209,7 @@ def consolidate_domain(kb: Any, domain: str, records: list[Any], *, progress: bo
     except BaseException:
         served.unload(name)
         raise
-    say(f"trained {result.steps} steps ({result.epochs} passes) in {result.seconds:.0f} s; measuring the candidate")
+    say(f"trained {result.steps} steps ({result.passes:.2f} passes) in {result.seconds:.0f} s; measuring the candidate")
     report = judge(kb, Candidate(domain, version, folder, records, tset.probes, tset.stats, result, before,
                                  seconds, start, sorted(others), str(kb.llm.device)), exemplars)
     partial.clear()

@@ -21,8 +21,7 @@ from kupdate.consolidate import masks as masks_mod
 
 TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 WARMUP_STEPS = 4
-CHECK_TOKENS = 24  # new tokens per answer when checking whether the facts come back
-CHECK_BATCH = 32  # questions per generation call of that check
+CHECK_TOKENS = 16  # new tokens per answer when checking whether the facts come back
 
 
 @dataclass
@@ -37,7 +36,8 @@ class TrainResult:
     # and when it was made, in passes (2.0: after the second pass; 2.5: half-way through the third).
     recalled: list[float] = field(default_factory=list)
     checked_at: list[float] = field(default_factory=list)
-    passes: float = 0.0  # passes made, counting a pass stopped early as the share of its steps made
+    passes: float = 0.0  # steps made, in passes over every example (a focused round is part of one)
+    focus: list[str] = field(default_factory=list)  # the facts the last check missed (`focus`)
     examples: int = 0
     resumed_from: int = 0  # passes already done by a killed run this one continued (`resume`)
 
@@ -209,7 +209,8 @@ class Trainer:
             try:
                 opt = torch.optim.AdamW(list(self.params.values()), lr=cfg.learning_rate, weight_decay=0.0)
                 n_epochs = epochs or cfg.epochs
-                total = n_epochs * math.ceil(len(self.facts) / cfg.batch_size)
+                full_steps = math.ceil(len(self.facts) / cfg.batch_size)
+                total = n_epochs * full_steps
                 sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(cfg.schedule, step, total))
                 checks = [x for x in self.facts if x.check is not None]
                 done, before = self._restore(state, opt, sched, result) if state is not None else (False, 0.0)
@@ -219,18 +220,27 @@ class Trainer:
                 first_check = min(cfg.min_epochs, n_epochs)
 
                 def check(passes: float) -> bool:
-                    """Whether enough facts come back to stop (never before `first_check` passes)."""
+                    """Whether enough facts come back to stop (never before `first_check` passes);
+                    with `focus`, the facts that did not come back are kept for the next round."""
                     if cfg.stop_recall <= 0 or not checks or passes < first_check:
                         return False
-                    result.recalled.append(round(recalled(llm, checks, CHECK_BATCH), 4))
+                    got = answered(llm, checks)
+                    result.recalled.append(round(sum(got) / len(got), 4))
                     result.checked_at.append(round(passes, 3))
+                    if cfg.focus:
+                        result.focus = sorted({x.fact for x, ok in zip(checks, got) if not ok})
                     return result.recalled[-1] >= cfg.stop_recall
 
                 for epoch in range(result.epochs, 0 if done else n_epochs):
-                    batches = list(_batches(self.facts, self.replay, cfg.batch_size, self.per_step, self.rng))
-                    # Check points inside the pass (its last one is the end-of-pass check below).
-                    inside = {round(len(batches) * k / cfg.checks_per_pass) for k in range(1, cfg.checks_per_pass)}
-                    stop = False
+                    # A pass over everything, or, after a check that did not stop, a round on the
+                    # facts it missed (docs/consolidation.md, "Early stopping").
+                    focused = self._focused(result.focus, full_steps) if result.focus else None
+                    batches = list(_batches(focused or self.facts, self.replay, cfg.batch_size, self.per_step,
+                                            self.rng))
+                    # Check points inside a pass (its last one is the end-of-pass check below).
+                    inside = set() if focused else {round(len(batches) * k / cfg.checks_per_pass)
+                                                     for k in range(1, cfg.checks_per_pass)}
+                    stop, begun = False, result.passes
                     for i, batch in enumerate(batches, 1):
                         loss, tokens = _step(model, opt, batch, cfg, self.pad, llm.device, self.start)
                         sched.step()
@@ -241,12 +251,12 @@ class Trainer:
                         bar.update(1)
                         rate = (result.examples - seen) / max(time.perf_counter() - start, 1e-9)
                         bar.set_postfix(loss=f"{loss:.3f}", ex_s=f"{rate:.1f}")
-                        result.passes = epoch + i / len(batches)
+                        result.passes = begun + i / full_steps
                         if i in inside and i < len(batches) and check(result.passes):
                             stop = True
                             break
                     result.epochs = epoch + 1
-                    stop = stop or check(result.epochs)
+                    stop = stop or check(result.passes)
                     if save is not None:
                         save(self._state(given, opt, sched, result, before + time.perf_counter() - start,
                                          done=stop or result.epochs == n_epochs))
@@ -261,11 +271,24 @@ class Trainer:
                     h.remove()
         return result
 
+    def _focused(self, missed: Sequence[str], full_steps: int) -> list[Any]:
+        """A round's training examples: every example of the `missed` facts, and as many of the
+        other facts' examples drawn at random (rehearsal, so what came back stays), the round
+        made up to at least 1/(2 * checks_per_pass) of a pass with more of them; [] (a whole pass)
+        when every fact was missed."""
+        cfg, lost = self.cfg, set(missed)
+        mine = [x for x in self.facts if x.fact in lost]
+        others = [x for x in self.facts if x.fact not in lost]
+        if not others:
+            return []
+        least = cfg.batch_size * math.ceil(full_steps / (2 * cfg.checks_per_pass))
+        return mine + self.rng.sample(others, min(len(others), max(len(mine), least - len(mine))))
+
     def _state(self, mask: dict[str, Any] | None, opt: Any, sched: Any, result: TrainResult, seconds: float, *,
                done: bool) -> dict[str, Any]:
         """Everything `run` needs to continue after the pass just made (see `resume`)."""
         figures = {k: getattr(result, k) for k in ("losses", "steps", "tokens", "epochs", "recalled", "examples",
-                                                  "checked_at", "passes")}
+                                                  "checked_at", "passes", "focus")}
         return {"mask": mask, "params": {n: p.detach().cpu().clone() for n, p in self.params.items()},
                 "opt": opt.state_dict(), "sched": sched.state_dict(), "rng": self.rng.getstate(),
                 "result": figures, "seconds": seconds, "done": done}
@@ -301,14 +324,21 @@ def lr_factor(schedule: str, step: int, total: int) -> float:
     return 0.1 + 0.45 * (1 + math.cos(math.pi * min(step, total) / total))
 
 
-def recalled(llm: Any, examples: Sequence[Any], batch_size: int) -> float:
-    """The share of `examples` whose question (`check`: its prompt and answer), asked of the model
+def recalled(llm: Any, examples: Sequence[Any], batch_size: int | None = None) -> float:
+    """The share of `examples` `answered`."""
+    got = answered(llm, examples, batch_size)
+    return sum(got) / len(got) if got else 0.0
+
+
+def answered(llm: Any, examples: Sequence[Any], batch_size: int | None = None) -> list[bool]:
+    """Whether each of `examples`' question (`check`: its prompt and answer), asked of the model
     as it is now with greedy decoding, is answered with the fact's value: what the evaluation
     measures, on training questions (never the paraphrases). The model is left in the mode it
     was in."""
-    from kupdate.answering.decoding import generate, length_batches
+    from kupdate.answering.decoding import GENERATION_BATCH, generate, length_batches
     from kupdate.text import hits
 
+    batch_size = batch_size or GENERATION_BATCH
     model = llm.model
     was_training = model.training
     model.eval()
@@ -320,7 +350,7 @@ def recalled(llm: Any, examples: Sequence[Any], batch_size: int) -> float:
                 got[i] = a
     finally:
         model.train(was_training)
-    return sum(hits(a, x.check[1]) for a, x in zip(got, examples)) / len(examples) if examples else 0.0
+    return [hits(a, x.check[1]) for a, x in zip(got, examples)]
 
 
 def _batches(facts: list[Any], replay: list[Any], size: int, per_step: int, rng: random.Random,
