@@ -61,7 +61,8 @@ class Example:
     soft: tuple[Any, Any] | None = None  # (top-k ids [T, K], log-probs [T, K]) per target token
     teacher: list[int] | None = None  # teacher input ids (memory prompt) for questions
     # Of the fact's own cloze: (the question's prompt, the answer it must give). Training stops
-    # early once enough of them come back (`train.recalled`).
+    # early once enough of them come back (`train.answered`); the facts they miss are trained
+    # again first (`Trainer._focused`).
     check: tuple[Any, str] | None = None
     fact: str = ""  # the statement a statement or question example teaches ("" for replay)
 

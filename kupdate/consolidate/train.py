@@ -324,12 +324,6 @@ def lr_factor(schedule: str, step: int, total: int) -> float:
     return 0.1 + 0.45 * (1 + math.cos(math.pi * min(step, total) / total))
 
 
-def recalled(llm: Any, examples: Sequence[Any], batch_size: int | None = None) -> float:
-    """The share of `examples` `answered`."""
-    got = answered(llm, examples, batch_size)
-    return sum(got) / len(got) if got else 0.0
-
-
 def answered(llm: Any, examples: Sequence[Any], batch_size: int | None = None) -> list[bool]:
     """Whether each of `examples`' question (`check`: its prompt and answer), asked of the model
     as it is now with greedy decoding, is answered with the fact's value: what the evaluation
