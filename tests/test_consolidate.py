@@ -308,6 +308,9 @@ def test_a_killed_consolidation_continues_from_its_last_pass(learner, tmp_path):
 
     ingest(learner, tmp_path, "orgs")
     learner.config.consolidation.epochs = 10
+    # Checked from pass 2 on (stopping needs both facts back): the checks, and the rounds on the
+    # facts they missed, must go on after the kill as they would have without it.
+    learner.config.consolidation.stop_recall, learner.config.consolidation.batch_size = 1.0, 4
     (learner.path / "kupdate.toml").write_text(dump_config(learner.config))
     shutil.copytree(learner.path, tmp_path / "copy")  # for one uninterrupted run to compare with
     killed = subprocess.run([sys.executable, "-c", KILL_AFTER_PASS, str(learner.path)], capture_output=True, text=True)
@@ -331,6 +334,7 @@ def test_a_killed_consolidation_continues_from_its_last_pass(learner, tmp_path):
         copy.close()
     assert whole["training"]["resumed_from_pass"] == 0 and whole["training"]["epochs"] == 10
     assert whole["losses"]["per_step"] == pytest.approx(resumed["losses"]["per_step"], abs=1e-4)
+    assert whole["training"]["checked_at"] == t["checked_at"] and len(t["checked_at"]) > 1
 
 
 def test_saved_work_for_other_records_is_not_continued(learner, tmp_path):

@@ -233,7 +233,7 @@ class Trainer:
 
                 for epoch in range(result.epochs, 0 if done else n_epochs):
                     # A pass over everything, or, after a check that did not stop, a round on the
-                    # facts it missed (docs/consolidation.md, "Early stopping").
+                    # facts it missed (docs/consolidation.md, "Focused rounds").
                     focused = self._focused(result.focus, full_steps) if result.focus else None
                     batches = list(_batches(focused or self.facts, self.replay, cfg.batch_size, self.per_step,
                                             self.rng))
