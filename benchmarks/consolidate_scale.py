@@ -7,10 +7,12 @@
 The first --n CounterFact-edit records (read by path from ../shared/data/counterfact-edit.json) are
 split into --rounds equal rounds. Each round's records are ingested into domain `cf` (as
 `prompt + " " + target_new + "."` with held-out checks, as in consolidate_counterfact.py) and the
-domain is consolidated at once (`kb.consolidate("cf", force=True)`), so every round trains on all
-the domain's facts so far. After each round, with the memory shut (the adapter as served): fresh
-recall on every fact so far (`prompt`), paraphrase recall (`rephrase_prompt`), locality (exemplars
-and `locality_prompt`s) from the consolidation's report, and the recall of round 1's facts.
+domain is consolidated at once (`kb.consolidate("cf", force=True)`): round 1 from a fresh adapter,
+each later round continuing the serving version on its new records with older ones rehearsed
+(incremental rounds; `--set incremental=false` retrains every fact so far each round). After each
+round, with the memory shut (the adapter as served): fresh recall on every fact so far (`prompt`),
+paraphrase recall (`rephrase_prompt`), locality (exemplars and `locality_prompt`s) from the
+consolidation's report, and the recall of round 1's facts.
 Forgetting = round 1's recall at the end minus right after round 1.
 
 Settings (each on its own copy of one freshly made KB, so all share the exemplars):
@@ -43,7 +45,7 @@ DOMAIN = "cf"
 # The consolidation settings of the code before the speed work: 8 passes at a constant rate of
 # 0.005, no early stop, every row run whole (batching by length is not a setting: it stays on).
 BEFORE = {"epochs": 8, "schedule": "constant", "stop_recall": 0.0, "focus": False, "learning_rate": 0.005,
-          "share_start": False, "contexts": 1}
+          "share_start": False, "contexts": 1, "incremental": False}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -156,6 +156,11 @@ class ConsolidationConfig:
     focus: bool = _f(
         True, "After a check that does not stop training, train on the facts it missed (with as many of "
         "the others, rehearsed) instead of on everything.")
+    incremental: bool = _f(
+        True, "When the domain has a serving version, start from it and train on the records new since "
+        "(with some of the others rehearsed) instead of on every record from a fresh adapter.")
+    rehearse: float = _f(
+        0.5, "In an incremental round, examples of already consolidated facts trained per example of a new one.")
     schedule: str = _f("cosine", "Learning-rate schedule over the planned steps: 'cosine' (down to a tenth) or 'constant'.")
     batch_size: int = _f(16, "Training examples per step.")
     share_start: bool = _f(
@@ -175,8 +180,10 @@ class ConsolidationConfig:
             raise ConfigError(f"consolidation.density must be in (0, 1], got {self.density}")
         if self.rank < 1 or self.epochs < 1 or self.batch_size < 1 or self.min_new_records < 1:
             raise ConfigError("consolidation.rank, epochs, batch_size and min_new_records must be >= 1")
-        if self.learning_rate <= 0 or self.kl_teacher < 0 or self.kl_replay < 0 or self.replay < 0 or self.contexts < 0:
-            raise ConfigError("consolidation.learning_rate must be > 0; kl_teacher, kl_replay, replay, contexts >= 0")
+        if self.learning_rate <= 0 or self.kl_teacher < 0 or self.kl_replay < 0 or self.replay < 0 or self.contexts < 0 \
+                or self.rehearse < 0:
+            raise ConfigError("consolidation.learning_rate must be > 0; kl_teacher, kl_replay, replay, contexts, "
+                              "rehearse >= 0")
         if not 0 <= self.min_locality <= 1:
             raise ConfigError("consolidation.min_locality must be in [0, 1]")
         if not 0 <= self.stop_recall <= 1 or self.min_epochs < 1 or self.checks_per_pass < 1:

@@ -369,6 +369,41 @@ def test_a_second_round_builds_only_its_new_records_and_forget_drops_the_cache(l
     assert not cache.exists()
 
 
+def test_an_incremental_round_continues_the_serving_version_on_what_is_new(learner, tmp_path):
+    ingest(learner, tmp_path, "orgs")
+    [first] = learner.consolidate("orgs").reports
+    assert first["status"] == "promoted" and "incremental" not in first["data"]
+    v1 = learner.adapters.registry.get("orgs", first["version"]).path
+    learner.ingest([write(tmp_path / "more.jsonl", json.dumps({"text": "The capital of Zentaria is Paris.",
+                                                               "domain": "orgs"}) + "\n")])
+    # One step a pass now (8 examples + 4 replayed): as many steps as the first round made, and
+    # each new example with one rehearsed, which the tiny model needs to keep its first facts.
+    learner.config.consolidation.epochs, learner.config.consolidation.rehearse = 80, 1.0
+    [second] = learner.consolidate("orgs").reports
+    assert second["status"] == "promoted", second["decision"]
+    step = second["data"]["incremental"]
+    assert (step["from"], step["new_records"]) == (first["version"], 1)
+    # The new record's examples, as many of the consolidated ones, and the replayed exemplars.
+    new_examples = step["examples"] - step["rehearsed_examples"] - second["data"]["replay"]
+    assert step["rehearsed_examples"] == round(1.0 * new_examples) > 0
+    # Same entries as the version it continues, so it stays disjoint from other domains' masks.
+    v2 = learner.adapters.registry.get("orgs", second["version"]).path
+    assert masks.overlap(masks.load(v1), masks.load(v2)) == masks.count(masks.load(v1))[0] == masks.count(
+        masks.load(v2))[0]
+    # With the memory shut, the new fact comes back and the first round's facts are still there.
+    assert "Paris" in learner.ask("The capital of Zentaria is", memory=False).answer
+    assert "Halbrook" in learner.ask("Brindlemoor Robotics is led by", memory=False).answer
+    assert second["metrics"]["after"]["fresh_recall"]["value"] == 1.0
+    # Nothing new, a forgotten record, or incremental = false: a fresh adapter on every record.
+    [again] = learner.consolidate("orgs", force=True).reports
+    assert "incremental" not in again["data"]
+    learner.forget(query="Veltrane Dynamics is based in Lisbon.")
+    learner.ingest([write(tmp_path / "last.jsonl", json.dumps({"text": "Orrin Mills is based in Gdansk.",
+                                                               "domain": "orgs"}) + "\n")])
+    [rebuilt] = learner.consolidate("orgs").reports
+    assert "incremental" not in rebuilt["data"]
+
+
 def test_reused_work_is_the_work_of_a_fresh_build(learner, tmp_path):
     ingest(learner, tmp_path, "orgs")
     records = list(learner.store.records(kind="knowledge"))

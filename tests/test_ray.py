@@ -124,6 +124,13 @@ def test_two_domains_consolidated_on_ray_get_disjoint_masks_and_both_serve(learn
     assert {r.adapter_version for r in learner.store.records(kind="knowledge")} == {"v0001"}
     for question, domain in (("The capital of Zentaria is", "geo"), ("Brindlemoor Robotics is led by", "orgs")):
         assert learner.ask(question, memory=False).adapter.startswith(f"{domain} ")
+    # A new record in one domain: on Ray too, its next version continues the serving one, same mask.
+    learner.ingest([write(tmp_path / "more.jsonl", json.dumps({"text": "Quillon Freight is based in Tartu.",
+                                                               "domain": "orgs"}) + "\n")])
+    [again] = learner.consolidate(engine="ray").reports
+    assert again["domain"] == "orgs" and again["data"]["incremental"]["from"] == "v0001"
+    assert masks.load(registry.get("orgs", again["version"]).path).keys() == orgs.keys()
+    assert all(bool((masks.load(registry.get("orgs", again["version"]).path)[n] == m).all()) for n, m in orgs.items())
 
 
 def test_without_ray_installed_one_line_names_the_extra(capsys, tiny_kb, tmp_path, monkeypatch):

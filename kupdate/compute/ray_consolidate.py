@@ -32,8 +32,11 @@ class DomainTrainer:
         self.llm = load_llm(config.model, cache_dir=Path(cache_dir), device=device)
         self.trainer: Any = None
 
-    def prepare(self, name: str, records: list[Any], exemplars: list[Any]) -> dict[str, Any]:
-        from kupdate.consolidate import dataset, train
+    def prepare(self, name: str, records: list[Any], exemplars: list[Any], start: Any = None,
+                weights: Any = None) -> dict[str, Any]:
+        """Build the training set and score the entries; an incremental round (`start`, with the
+        serving version's `weights` and mask) starts from those weights and keeps that mask."""
+        from kupdate.consolidate import dataset, incremental, train
 
         cfg = self.config.consolidation
         t = time.perf_counter()
@@ -41,9 +44,16 @@ class DomainTrainer:
         build = time.perf_counter() - t
         train.attach(self.llm, name, cfg)
         self.name = name
-        self.trainer = train.Trainer(self.llm, tset.examples, cfg, name=name)
-        importance = {n: v.cpu() for n, v in self.trainer.importance().items()}
-        return {"importance": importance, "data": tset.stats, "build": build, "device": str(self.llm.device)}
+        examples, out = tset.examples, {"data": tset.stats, "build": build, "device": str(self.llm.device)}
+        if start is not None:
+            examples, rehearsed = incremental.examples_for(tset.examples, records, start, cfg.rehearse, cfg.seed)
+            tset.stats["incremental"] = start.to_dict(rehearsed, len(examples))
+            incremental.load_start(self.llm, name, *weights)
+            out["mask"] = weights[1]
+        self.trainer = train.Trainer(self.llm, examples, cfg, name=name)
+        if start is None:
+            out["importance"] = {n: v.cpu() for n, v in self.trainer.importance().items()}
+        return out
 
     def train(self, mask: dict[str, Any]) -> dict[str, Any]:
         from peft import get_peft_model_state_dict
@@ -56,23 +66,26 @@ class DomainTrainer:
 
 
 def allot(importance: dict[str, dict[str, Any]], serving_masks: dict[str, dict[str, Any]],
-          density: float) -> dict[str, dict[str, Any]]:
+          density: float, kept: dict[str, dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
     """Masks for domains trained together, in name order: each leaves out the other domains'
-    serving masks and the masks allotted before it."""
+    serving masks and the masks allotted before it. `kept`: domains continuing their serving
+    version (incremental rounds) keep its mask, already disjoint from the others'."""
     from kupdate.consolidate import masks
 
-    allotted: dict[str, dict[str, Any]] = {}
+    allotted: dict[str, dict[str, Any]] = dict(kept or {})
     for domain in sorted(importance):
         held = [m for d, m in serving_masks.items() if d != domain] + list(allotted.values())
         allotted[domain] = masks.select(importance[domain], density, masks.union(held) if held else None)
     return allotted
 
 
-def consolidate_on_ray(kb: Any, todo: list[tuple[str, list[Any]]], *, progress: bool = False) -> list[dict[str, Any]]:
-    """Train `todo` (domain, current records) at the same time on the cluster; judge here."""
+def consolidate_on_ray(kb: Any, todo: list[tuple[str, list[Any]]], *, progress: bool = False,
+                       rebuild: set[str] = frozenset()) -> list[dict[str, Any]]:
+    """Train `todo` (domain, current records) at the same time on the cluster; judge here.
+    `rebuild`: domains trained from scratch even where an incremental round could continue."""
     from kupdate import paths
     from kupdate.adapters.serving import adapter_name
-    from kupdate.consolidate import evaluate, masks
+    from kupdate.consolidate import evaluate, incremental, masks
     from kupdate.consolidate.dataset import probes_for
     from kupdate.consolidate.run import Candidate, judge, progress_say, write_adapter
 
@@ -87,14 +100,17 @@ def consolidate_on_ray(kb: Any, todo: list[tuple[str, list[Any]]], *, progress: 
         version, folder = registry.allocate(domain)
         progress_say(domain, version, progress)(f"training on Ray from {len(records)} records")
         actor = actor_cls.remote(kb.config, str(paths.cache_dir(kb.path)))
+        begin = incremental.start_for(kb, domain, records, rebuild=domain in rebuild)
+        weights = incremental.read_start(begin) if begin is not None else None
         jobs.append((domain, version, folder, records, actor,
-                     actor.prepare.remote(adapter_name(domain, version), records, exemplars)))
+                     actor.prepare.remote(adapter_name(domain, version), records, exemplars, begin, weights)))
     actors = [job[4] for job in jobs]
     try:
         prepared = dict(zip([j[0] for j in jobs], ray.get([j[5] for j in jobs])))
         serving = {d: masks.load(p) for d, (_, p) in served.serving().items()}
-        allotted = allot({d: p["importance"] for d, p in prepared.items()}, serving,
-                         kb.config.consolidation.density)
+        allotted = allot({d: p["importance"] for d, p in prepared.items() if "importance" in p}, serving,
+                         kb.config.consolidation.density,
+                         kept={d: p["mask"] for d, p in prepared.items() if "mask" in p})
         trained = ray.get([actor.train.remote(allotted[d]) for d, _, _, _, actor, _ in jobs])
     finally:
         for actor in actors:

@@ -127,9 +127,10 @@ def consolidate(kb: Any, domain: str | None = None, *, if_due: bool = False, for
         if engine == "ray" and todo:
             from kupdate.compute.ray_consolidate import consolidate_on_ray
 
-            run.reports += consolidate_on_ray(kb, [(d, current[d]) for d in todo], progress=progress)
+            run.reports += consolidate_on_ray(kb, [(d, current[d]) for d in todo], progress=progress, rebuild=rebuild)
         else:
-            run.reports += [consolidate_domain(kb, d, current[d], progress=progress) for d in todo]
+            run.reports += [consolidate_domain(kb, d, current[d], progress=progress, rebuild=d in rebuild)
+                            for d in todo]
     return run
 
 
@@ -159,10 +160,13 @@ def progress_say(domain: str, version: str, progress: bool) -> Any:
     return lambda msg: print(f"[{domain} {version}] {msg}", file=sys.stderr, flush=True)
 
 
-def consolidate_domain(kb: Any, domain: str, records: list[Any], *, progress: bool = False) -> dict[str, Any]:
-    """Train, evaluate and promote or reject a new version of `domain`'s adapter."""
+def consolidate_domain(kb: Any, domain: str, records: list[Any], *, progress: bool = False,
+                       rebuild: bool = False) -> dict[str, Any]:
+    """Train, evaluate and promote or reject a new version of `domain`'s adapter: from its serving
+    version on the records new since (`incremental`), or from scratch on all (`rebuild`: `forget`
+    took something out of the domain, which only a fresh adapter is sure not to hold)."""
     from kupdate.adapters.serving import adapter_name
-    from kupdate.consolidate import dataset, evaluate, masks, train
+    from kupdate.consolidate import dataset, evaluate, incremental, masks, train
     from kupdate.consolidate.resume import BuildCache, Partial, key_of
 
     cfg = kb.config.consolidation
@@ -201,9 +205,17 @@ def consolidate_domain(kb: Any, domain: str, records: list[Any], *, progress: bo
         partial.save("seconds", seconds)
     others = {d: p for d, (_, p) in served.serving().items() if d != domain}
     taken = masks.union(masks.load(p) for p in others.values()) if others else None
+    start_from = incremental.start_for(kb, domain, records, rebuild=rebuild)
+    examples, mask = tset.examples, None
     try:
         train.attach(kb.llm, name, cfg)
-        result = train.train(kb.llm, tset.examples, cfg, name=name, taken=taken, progress=progress, partial=partial)
+        if start_from is not None:
+            examples, rehearsed = incremental.examples_for(tset.examples, records, start_from, cfg.rehearse, cfg.seed)
+            tset.stats["incremental"] = start_from.to_dict(rehearsed, len(examples))
+            say(f"continuing {start_from.version}: {len(start_from.new)} new records, {rehearsed} examples rehearsed")
+            mask = incremental.load_start(kb.llm, name, *incremental.read_start(start_from))
+        result = train.train(kb.llm, examples, cfg, name=name, taken=taken, progress=progress, partial=partial,
+                             mask=mask)
         seconds["train"] = result.seconds
         _save_adapter(kb.llm.model, name, folder)
     except BaseException:
