@@ -176,6 +176,10 @@ def adapters_show(
         sizes = ", ".join(f"{k} {val}" for k, val in data.items() if isinstance(val, (int, float, str)))
         if sizes:
             typer.echo(f"    data: {sizes}")
+        step = data.get("incremental")
+        if isinstance(step, dict):
+            typer.echo(f"    continued {step.get('from')}: {step.get('new_records')} new records, "
+                       f"{step.get('examples')} examples trained ({step.get('rehearsed_examples')} rehearsed)")
         metrics = _metrics(r, every=True)
         if metrics:
             typer.echo(f"    {metrics}")

@@ -33,7 +33,11 @@ def populate(kb: str) -> AdapterRegistry:
                                            ("cf", 0.8, 0.92, True), ("orgs", 0.0, 0.0, False)]:
         version, _ = reg.allocate(domain)
         reason = "recall up, locality held" if promote else "no better than the serving version"
-        reg.finish(domain, version, report(before, after, reason=reason), promote=promote)
+        made = report(before, after, reason=reason)
+        if version == "v0003":  # an incremental round (docs/consolidation.md)
+            made["data"]["incremental"] = {"from": "v0001", "new_records": 8, "examples": 120,
+                                           "rehearsed_examples": 40}
+        reg.finish(domain, version, made, promote=promote)
     reg.allocate("cf")  # an attempt killed half way: never listed
     return reg
 
@@ -63,6 +67,9 @@ def test_report_line():
          "metrics": {"after": {"fresh_recall": 0.5}}}
     assert report_line(r) == "cf: v0004 rejected: no-memory recall - -> 0.50 (locality 0.90 < 0.95)"
     assert report_line({}) == "?: ? ?"
+    r = {"domain": "cf", "version": "v0005", "status": "promoted", **report(0.5, 0.9, reason="better")}
+    r["data"]["incremental"] = {"from": "v0003", "new_records": 100, "examples": 1500, "rehearsed_examples": 480}
+    assert report_line(r).startswith("cf: v0005 promoted (continued v0003, 100 new records) in 212 s: ")
 
 
 def test_report_line_reads_metrics_as_consolidation_stores_them():
@@ -103,6 +110,7 @@ def test_adapters_show(capsys, bare_kb):
     assert "data: records 24, questions 72, replay 64" in out
     assert "no-memory recall 0.80 -> 0.92" in out and "locality 1.00 -> 0.97" in out
     assert "decision: no better than the serving version" in out
+    assert out.count("continued ") == 1 and "continued v0001: 8 new records, 120 examples trained (40 rehearsed)" in out
     code, out, _ = cli(capsys, "adapters", "show", "cf", "--kb", bare_kb, "--json")
     shown = json.loads(out)
     assert shown["serving"] == "v0003" and [v["status"] for v in shown["versions"]] == ["promoted", "rejected",

@@ -51,7 +51,8 @@ def metric_value(value: Any) -> str:
 
 
 def report_line(report: dict[str, Any]) -> str:
-    """'cf: v0003 promoted in 212 s: no-memory recall 0.10 -> 0.92, locality 1.00' (+ why, if rejected)."""
+    """'cf: v0003 promoted in 212 s: no-memory recall 0.10 -> 0.92, locality 1.00' (+ why, if rejected;
+    an incremental round says which version it continued)."""
     metrics = report.get("metrics") or {}
     before, after = metrics.get("before") or {}, metrics.get("after") or {}
     parts = [f"{words} {metric_value(before.get(k))} -> {metric_value(after.get(k))}"
@@ -60,6 +61,8 @@ def report_line(report: dict[str, Any]) -> str:
         parts.append(f"locality {metric_value(after['locality'])}")
     secs = (report.get("seconds") or {}).get("total")
     line = f"{report.get('domain', '?')}: {report.get('version', '?')} {report.get('status', '?')}"
+    step = (report.get("data") or {}).get("incremental")
+    line += f" (continued {step.get('from')}, {step.get('new_records')} new records)" if isinstance(step, dict) else ""
     line += f" in {secs:.0f} s" if isinstance(secs, (int, float)) else ""
     line += f": {', '.join(parts)}" if parts else ""
     reason = (report.get("decision") or {}).get("reason")
