@@ -5,8 +5,8 @@ training. With `incremental` (default), when the domain has a serving version an
 arrived since, the new version starts from the serving version's weights and mask and trains on
 the new records' examples, with `rehearse` x as many examples of the records already consolidated
 (one per fact first, its own cloze, so rehearsal reaches as many facts as it can). Evaluation and
-promotion are unchanged: every current record's probes are measured, so a round that loses older
-facts is rejected like any other candidate. A domain that `forget` marked for rebuilding, a
+promotion are unchanged: every current record's probes are measured, so older facts lost count
+against a round as much as new facts learnt count for it. A domain that `forget` marked for rebuilding, a
 serving version trained with another rank or alpha, or a run with nothing new trains from scratch
 (docs/consolidation.md, "Incremental rounds").
 """
