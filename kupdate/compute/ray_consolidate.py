@@ -46,9 +46,7 @@ class DomainTrainer:
         self.name = name
         examples, out = tset.examples, {"data": tset.stats, "build": build, "device": str(self.llm.device)}
         if start is not None:
-            examples, rehearsed = incremental.examples_for(tset.examples, records, start, cfg.rehearse, cfg.seed)
-            tset.stats["incremental"] = start.to_dict(rehearsed, len(examples))
-            incremental.load_start(self.llm, name, *weights)
+            examples, _ = incremental.begin(self.llm, name, tset, records, start, weights, cfg)
             out["mask"] = weights[1]
         self.trainer = train.Trainer(self.llm, examples, cfg, name=name)
         if start is None:

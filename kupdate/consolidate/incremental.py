@@ -6,9 +6,9 @@ arrived since, the new version starts from the serving version's weights and mas
 the new records' examples, with `rehearse` x as many examples of the records already consolidated
 (one per fact first, its own cloze, so rehearsal reaches as many facts as it can). Evaluation and
 promotion are unchanged: every current record's probes are measured, so older facts lost count
-against a round as much as new facts learnt count for it. A domain that `forget` marked for rebuilding, a
-serving version trained with another rank or alpha, or a run with nothing new trains from scratch
-(docs/consolidation.md, "Incremental rounds").
+against a round as much as new facts learnt count for it. A domain that `forget` marked for
+rebuilding, a serving version trained with another rank or alpha, or a run with nothing new trains
+from scratch (docs/consolidation.md, "Incremental rounds").
 """
 
 from __future__ import annotations
@@ -88,3 +88,13 @@ def load_start(llm: Any, name: str, state: dict[str, Any], mask: dict[str, Any])
     set_peft_model_state_dict(llm.model, state, adapter_name=name)
     device = next(llm.model.parameters()).device
     return {n: m.to(device) for n, m in mask.items()}
+
+
+def begin(llm: Any, name: str, tset: Any, records: Sequence[Any], start: Start, weights: tuple[Any, Any],
+          cfg: Any) -> tuple[list[Any], dict[str, Any]]:
+    """An incremental round set up in adapter `name` (attached): the serving `weights` (`read_start`)
+    loaded, the round's examples chosen and recorded in `tset.stats["incremental"]`. Returns the
+    examples and the mask to train under."""
+    examples, rehearsed = examples_for(tset.examples, records, start, cfg.rehearse, cfg.seed)
+    tset.stats["incremental"] = start.to_dict(rehearsed, len(examples))
+    return examples, load_start(llm, name, *weights)

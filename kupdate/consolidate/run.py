@@ -213,10 +213,11 @@ def consolidate_domain(kb: Any, domain: str, records: list[Any], *, progress: bo
     try:
         train.attach(kb.llm, name, cfg)
         if start_from is not None:
-            examples, rehearsed = incremental.examples_for(tset.examples, records, start_from, cfg.rehearse, cfg.seed)
-            tset.stats["incremental"] = start_from.to_dict(rehearsed, len(examples))
-            say(f"continuing {start_from.version}: {len(start_from.new)} new records, {rehearsed} examples rehearsed")
-            mask = incremental.load_start(kb.llm, name, *incremental.read_start(start_from))
+            examples, mask = incremental.begin(kb.llm, name, tset, records, start_from,
+                                               incremental.read_start(start_from), cfg)
+            step = tset.stats["incremental"]
+            say(f"continuing {step['from']}: {step['new_records']} new records, "
+                f"{step['rehearsed_examples']} examples rehearsed")
         result = train.train(kb.llm, examples, cfg, name=name, taken=taken, progress=progress, partial=partial,
                              mask=mask)
         seconds["train"] = result.seconds
