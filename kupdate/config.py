@@ -160,7 +160,8 @@ class ConsolidationConfig:
         True, "When the domain has a serving version, start from it and train on the records new since "
         "(with some of the others rehearsed) instead of on every record from a fresh adapter.")
     rehearse: float = _f(
-        0.5, "In an incremental round, examples of already consolidated facts trained per example of a new one.")
+        0.5, "In an incremental round, examples of already consolidated facts trained per example of a new "
+        "one, and at least one per consolidated fact (0: none).")
     schedule: str = _f("cosine", "Learning-rate schedule over the planned steps: 'cosine' (down to a tenth) or 'constant'.")
     batch_size: int = _f(16, "Training examples per step.")
     share_start: bool = _f(

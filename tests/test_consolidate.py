@@ -7,6 +7,7 @@ high learning rate; the real default model is exercised in test_integration.py.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from conftest import write
@@ -376,16 +377,17 @@ def test_an_incremental_round_continues_the_serving_version_on_what_is_new(learn
     v1 = learner.adapters.registry.get("orgs", first["version"]).path
     learner.ingest([write(tmp_path / "more.jsonl", json.dumps({"text": "The capital of Zentaria is Paris.",
                                                                "domain": "orgs"}) + "\n")])
-    # One step a pass now (8 examples + 4 replayed): as many steps as the first round made, and
-    # each new example with one rehearsed, which the tiny model needs to keep its first facts.
-    learner.config.consolidation.epochs, learner.config.consolidation.rehearse = 80, 1.0
+    # The new record's 4 examples and all 8 of the first facts' rehearsed (2 steps a pass): the tiny
+    # model keeps its first facts only when they are trained again in full.
+    learner.config.consolidation.epochs, learner.config.consolidation.rehearse = 80, 2.0
     [second] = learner.consolidate("orgs").reports
     assert second["status"] == "promoted", second["decision"]
     step = second["data"]["incremental"]
     assert (step["from"], step["new_records"]) == (first["version"], 1)
-    # The new record's examples, as many of the consolidated ones, and the replayed exemplars.
+    # The new record's examples, twice as many of the consolidated ones (as many as there are),
+    # and the replayed exemplars.
     new_examples = step["examples"] - step["rehearsed_examples"] - second["data"]["replay"]
-    assert step["rehearsed_examples"] == round(1.0 * new_examples) > 0
+    assert step["rehearsed_examples"] == min(2 * new_examples, first["data"]["examples"] - first["data"]["replay"]) > 0
     # Same entries as the version it continues, so it stays disjoint from other domains' masks.
     v2 = learner.adapters.registry.get("orgs", second["version"]).path
     assert masks.overlap(masks.load(v1), masks.load(v2)) == masks.count(masks.load(v1))[0] == masks.count(
@@ -402,6 +404,41 @@ def test_an_incremental_round_continues_the_serving_version_on_what_is_new(learn
                                                                "domain": "orgs"}) + "\n")])
     [rebuilt] = learner.consolidate("orgs").reports
     assert "incremental" not in rebuilt["data"]
+
+
+def _record(i: int, subject: str, obj: str):
+    from memory_store import Record
+
+    return Record(id=i, text=f"{subject} is based in {obj}.", subject=subject, relation="is based in", object=obj)
+
+
+def test_rehearsal_reaches_every_older_fact_and_turns_through_its_forms():
+    """An incremental round's examples: all of the new records', the older ones rehearsed one per
+    fact and round (cloze first), their other forms changing from round to round."""
+    from kupdate.consolidate.dataset import Example
+    from kupdate.consolidate.incremental import Start, examples_for
+
+    records = [_record(i, f"Firm {i}", f"Town {i}") for i in range(1, 9)]
+    facts = [dataset.statements(r)[0] for r in records]
+    examples = [Example([1], [2], "question", check=(None, "x"), fact=f) for f in facts]  # the clozes
+    examples += [Example([1], [3 + k], kind, fact=f) for f in facts
+                 for k, kind in enumerate(("question", "question", "statement"))]
+    examples += [Example([1], [9], "replay") for _ in range(2)]
+    start = Start("v0002", Path("."), {8})  # record 8 is new: 4 examples
+    chosen, n = examples_for(examples, records, start, rehearse=0.5, seed=0)
+    # A small ratio still rehearses one example of each of the 7 older facts: its cloze.
+    old = chosen[4:4 + n]
+    assert n == 7 and {x.fact for x in old} == set(facts[:7]) and all(x.check for x in old)
+    assert [x.fact for x in chosen[:4]] == [facts[7]] * 4 and [x.kind for x in chosen[-2:]] == ["replay"] * 2
+    # A larger one goes round again with the other forms, which another round draws otherwise.
+    picks = {}
+    for version in ("v0002", "v0003", "v0004"):
+        chosen, n = examples_for(examples, records, Start(version, Path("."), {8}), rehearse=3.5, seed=0)
+        assert n == 14 and all(sum(x.fact == f for x in chosen[4:4 + n]) == 2 for f in facts[:7])
+        picks[version] = [x.target_ids[0] for x in chosen[4:4 + n] if x.check is None]
+    assert len({tuple(sorted(v)) for v in picks.values()}) > 1
+    # rehearse = 0: the new records alone.
+    assert examples_for(examples, records, start, rehearse=0.0, seed=0)[1] == 0
 
 
 def test_reused_work_is_the_work_of_a_fresh_build(learner, tmp_path):

@@ -4,11 +4,12 @@ Retraining every record from a fresh adapter makes round k of a growing domain c
 training. With `incremental` (default), when the domain has a serving version and new records have
 arrived since, the new version starts from the serving version's weights and mask and trains on
 the new records' examples, with `rehearse` x as many examples of the records already consolidated
-(one per fact first, its own cloze, so rehearsal reaches as many facts as it can). Evaluation and
-promotion are unchanged: every current record's probes are measured, so older facts lost count
-against a round as much as new facts learnt count for it. A domain that `forget` marked for
-rebuilding, a serving version trained with another rank or alpha, or a run with nothing new trains
-from scratch (docs/consolidation.md, "Incremental rounds").
+and at least one per consolidated fact (each fact's own cloze first, then its other forms, in an
+order that changes from round to round). Evaluation and promotion are unchanged: every current
+record's probes are measured, so older facts lost count against a round as much as new facts
+learnt count for it. A domain that `forget` marked for rebuilding, a serving version trained with
+another rank or alpha, or a run with nothing new trains from scratch (docs/consolidation.md,
+"Incremental rounds").
 """
 
 from __future__ import annotations
@@ -53,20 +54,37 @@ def start_for(kb: Any, domain: str, records: Sequence[Any], *, rebuild: bool) ->
 def examples_for(examples: Sequence[Any], records: Sequence[Any], start: Start, rehearse: float,
                  seed: int) -> tuple[list[Any], int]:
     """The round's training examples: every example of the new records, `rehearse` x as many of
-    the consolidated ones (each consolidated fact's own cloze first, in random order, then its
-    other examples at random), and the replayed exemplars. Returns them and the rehearsed count."""
+    the consolidated ones but at least one per consolidated fact (none when `rehearse` is 0), and
+    the replayed exemplars. Returns them and the rehearsed count.
+
+    Rehearsal goes round the consolidated facts (in an order drawn for this round) one example
+    each, then again: a fact's own cloze first, then its other forms (the cloze after unrelated
+    text, written questions, the statement) in an order drawn anew each round, so that rounds
+    after rounds rehearse every form of an older fact, not its cloze alone."""
     from kupdate.consolidate.dataset import statements
 
     fresh_facts = {s for r in records if r.id in start.new for s in statements(r)}
     fresh = [x for x in examples if x.kind != "replay" and x.fact in fresh_facts]
-    old = [x for x in examples if x.kind != "replay" and x.fact not in fresh_facts]
     replay = [x for x in examples if x.kind == "replay"]
+    by_fact: dict[str, list[Any]] = {}
+    for x in examples:
+        if x.kind != "replay" and x.fact not in fresh_facts:
+            by_fact.setdefault(x.fact, []).append(x)
+    old = sum(len(v) for v in by_fact.values())
+    budget = min(old, max(round(rehearse * len(fresh)), len(by_fact))) if rehearse > 0 else 0
     rng = random.Random(f"{seed}:{start.version}")
-    first = [x for x in old if x.check is not None]
-    rest = [x for x in old if x.check is None]
-    rng.shuffle(first)
-    rng.shuffle(rest)
-    rehearsed = (first + rest)[: min(len(old), round(rehearse * len(fresh)))]
+    queues = []
+    for own in by_fact.values():
+        first = [x for x in own if x.check is not None]
+        rest = [x for x in own if x.check is None]
+        rng.shuffle(rest)
+        queues.append(first + rest)
+    rng.shuffle(queues)
+    rehearsed: list[Any] = []
+    turn = 0
+    while len(rehearsed) < budget:
+        rehearsed += [q[turn] for q in queues if turn < len(q)][: budget - len(rehearsed)]
+        turn += 1
     return fresh + rehearsed + replay, len(rehearsed)
 
 
