@@ -23,7 +23,8 @@ Settings (each on its own copy of one freshly made KB, so all share the exemplar
 `--only` keeps some of them (say `--compare --set learning_rate=0.01 --only before,tuned`).
 
 Writes <out>/results.json (config, environment, every round's report figures), <out>/table.md and
-<out>/consolidate_scale.png (recall and locality against the number of facts).
+<out>/consolidate_scale.png (recall and locality against the number of facts), again after every
+round, so the rounds of a long run that has not finished are on disk.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import resource
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -45,7 +47,7 @@ DOMAIN = "cf"
 # The consolidation settings of the code before the speed work: 8 passes at a constant rate of
 # 0.005, no early stop, every row run whole (batching by length is not a setting: it stays on).
 BEFORE = {"epochs": 8, "schedule": "constant", "stop_recall": 0.0, "focus": False, "learning_rate": 0.005,
-          "share_start": False, "contexts": 1, "incremental": False}
+          "share_start": False, "contexts": 1, "incremental": False, "pass_slack": 0}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -78,8 +80,9 @@ def figure(r: dict | None) -> float | None:
 
 
 def run_setting(name: str, template: Path, out: Path, rounds: list[list[dict]], overrides: dict,
-                device: str | None) -> dict:
-    """Every round ingested and consolidated on a copy of `template`; the figures per round."""
+                device: str | None, report: Callable[[dict], None] = lambda figures: None) -> dict:
+    """Every round ingested and consolidated on a copy of `template`; the figures per round
+    (also handed to `report` after each round, so a long run's finished rounds are on disk)."""
     from kupdate import KnowledgeBase
     from kupdate.config import dump_config
     from kupdate.consolidate import dataset, evaluate
@@ -122,9 +125,14 @@ def run_setting(name: str, template: Path, out: Path, rounds: list[list[dict]], 
                      "recalled_per_epoch": training.get("recalled_per_epoch"), "data": report["data"]})
         print(f"[consolidate_scale] {name} round {i}: {done} facts, {seconds:.0f} s, fresh "
               f"{figure(after['fresh_recall']):.2f}, locality {figure(after['locality']):.2f}", file=sys.stderr)
-    wall = time.perf_counter() - start
+        report(figures(overrides, rows, time.perf_counter() - start, finished=i == len(rounds)))
     kb.close()
-    return {"overrides": overrides, "rounds": rows, "wall_seconds": round(wall, 1),
+    return figures(overrides, rows, time.perf_counter() - start, finished=True)
+
+
+def figures(overrides: dict, rows: list[dict], wall: float, *, finished: bool) -> dict:
+    """A setting's figures after the rounds in `rows`."""
+    return {"overrides": overrides, "rounds": rows, "wall_seconds": round(wall, 1), "finished": finished,
             "forgetting": round(rows[-1]["round1_recall"] - rows[0]["round1_recall"], 4) if len(rows) > 1 else None}
 
 
@@ -151,11 +159,12 @@ def table(results: dict) -> str:
     notes = []
     for name, s in results["settings"].items():
         forget = "" if s["forgetting"] is None else f", forgetting (round-1 recall, end minus after round 1) {s['forgetting']:+.2f}"
-        notes.append(f"- {name}: {s['wall_seconds']:.0f} s wall for every round{forget}")
+        done = "every round" if s.get("finished", True) else f"the rounds made so far ({len(s['rounds'])})"
+        notes.append(f"- {name}: {s['wall_seconds']:.0f} s wall for {done}{forget}")
     if "before" in results["settings"] and "default" in results["settings"]:
         ratio = results["settings"]["default"]["wall_seconds"] / results["settings"]["before"]["wall_seconds"]
         notes.append(f"- wall time default / before: **{ratio:.2f}**")
-    mem = results["peak_memory"]
+    mem = results.get("peak_memory") or peak_memory()
     notes.append(f"- peak memory: {mem['rss_max_mb']:.0f} MB resident"
                  + (f", {mem['cuda_max_allocated_mb']:.0f} MB on the GPU" if "cuda_max_allocated_mb" in mem else ""))
     return "\n".join(lines) + "\n\nMemory shut, adapter as served; 95% Wilson intervals.\n\n" + "\n".join(notes) + "\n"
@@ -231,14 +240,19 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(template, ignore_errors=True)
     KnowledgeBase.init(template, device=args.device, progress=True).close()
     results = {"config": vars(args), "environment": environment(), "settings": {}}
-    for name, overrides in settings.items():
-        results["settings"][name] = run_setting(name, template, out, rounds, overrides, args.device)
+
+    def write(name: str, figures: dict) -> str:
+        results["settings"][name] = figures
+        results["peak_memory"] = peak_memory()
         (out / "results.json").write_text(json.dumps(results, indent=2))
-    results["peak_memory"] = peak_memory()
-    (out / "results.json").write_text(json.dumps(results, indent=2))
-    text = table(results)
-    (out / "table.md").write_text(text)
-    plot(results, out / "consolidate_scale.png")
+        text = table(results)
+        (out / "table.md").write_text(text)
+        plot(results, out / "consolidate_scale.png")
+        return text
+
+    for name, overrides in settings.items():
+        text = write(name, run_setting(name, template, out, rounds, overrides, args.device,
+                                       report=lambda figures, name=name: write(name, figures)))
     print(text)
     return 0
 

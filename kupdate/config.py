@@ -167,6 +167,10 @@ class ConsolidationConfig:
     share_start: bool = _f(
         True, "Run the prompt start that training questions share (chat template, system message) once "
         "per step without gradient, instead of in every row.")
+    pass_slack: float = _f(
+        1.15, "On a CPU, a step's rows run in passes of similar length, each padding to at most this "
+        "multiple of its rows' own tokens (a replayed exemplar's long answer apart from short questions); "
+        "0: one padded pass per step. GPUs always run one pass (padding costs them little, a pass a fixed cost).")
     kl_teacher: float = _f(0.5, "Weight of KL to the teacher (the model with the memory in context).")
     kl_replay: float = _f(1.0, "Weight of KL to the base model on replayed exemplars.")
     replay: int = _f(64, "Exemplars replayed per consolidation (0: none).")
@@ -189,6 +193,8 @@ class ConsolidationConfig:
             raise ConfigError("consolidation.min_locality must be in [0, 1]")
         if not 0 <= self.stop_recall <= 1 or self.min_epochs < 1 or self.checks_per_pass < 1:
             raise ConfigError("consolidation.stop_recall must be in [0, 1]; min_epochs and checks_per_pass >= 1")
+        if self.pass_slack != 0 and self.pass_slack < 1:
+            raise ConfigError(f"consolidation.pass_slack must be 0 or at least 1, got {self.pass_slack}")
         if self.schedule not in ("cosine", "constant"):
             raise ConfigError(f"consolidation.schedule must be 'cosine' or 'constant', got {self.schedule!r}")
         parse_duration(self.min_interval, where="consolidation.min_interval")

@@ -82,6 +82,16 @@ def test_unknown_config_key(capsys, filled_kb):
     assert "unknown key 'threshhold'" in line and "kupdate.toml" in line
 
 
+def test_out_of_range_config_value(capsys, filled_kb):
+    toml = Path(filled_kb) / "kupdate.toml"
+    kept = toml.read_text()
+    toml.write_text(kept.replace("[consolidation]\n", "[consolidation]\npass_slack = 0.5\n"))
+    line = fails(capsys, "status", "--kb", filled_kb)
+    assert "consolidation.pass_slack must be 0 or at least 1" in line and "0.5" in line
+    toml.write_text(kept)
+    intact(capsys, filled_kb)
+
+
 def test_kb_made_with_another_embedder(capsys, filled_kb, monkeypatch):
     monkeypatch.setenv("KUPDATE_EMBEDDER", "all-minilm-l6-v2")
     line = fails(capsys, "search", "Veltrane", "--kb", filled_kb)

@@ -283,6 +283,53 @@ def test_the_shared_prompt_start_gives_the_same_logits_and_still_trains_the_adap
     learner.adapters.unload("probe")
 
 
+def test_rows_of_very_different_lengths_train_in_separate_passes_with_the_same_logits_and_gradients(learner):
+    """A step's rows run in passes of similar length (a replayed exemplar's long answer apart from
+    short questions), so padding is not paid for: the logits of the targets, in the rows' order, and
+    the adapter's gradients must be those of one padded pass over all rows."""
+    import torch
+
+    from kupdate.answering.prefill import slack_groups
+    from kupdate.answering.prompt import chat_text
+    from kupdate.consolidate import train
+
+    llm, cfg = learner.llm, learner.config.consolidation
+    tok = llm.tokenizer
+    model = train.attach(llm, "groups", cfg)
+    ids = lambda text: tok(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    system = {"role": "system", "content": "You are a helpful assistant. Answer in one short sentence."}
+    ask = lambda q: ids(chat_text(tok, [system, {"role": "user", "content": q}]))  # noqa: E731
+    long_answer = ids(" The ferry leaves the north pier at dawn, crosses the bay in an hour and returns "
+                      "before noon on every weekday except public holidays, when it does not run at all.")
+    pairs = [(ask("Who leads Brindlemoor Robotics?"), ids(" Renzo Halbrook.")),
+             (ask("When does the ferry run?"), long_answer),
+             (ask("who is the ceo?"), ids(" Ada Brook.")),
+             (ask("Where is the head office?"), ids(" In Lisbon."))]
+    start = train.shared_prefix([p for p, _ in pairs])
+    own = [len(p) - len(start) + len(t) for p, t in pairs]
+    assert len(slack_groups(own, cfg.pass_slack)) > 1  # the long row runs apart
+    params = train.adapter_params(model, "groups")
+    with torch.no_grad():
+        for p in params.values():
+            p.add_(0.05 * torch.randn_like(p))
+    for p in params.values():
+        p.requires_grad_(True)
+    grads = []
+    for run in (lambda: train.pair_logits(model, pairs, pad=0, device=llm.device, start=start, slack=cfg.pass_slack),
+                lambda: train._pair_logits(model, pairs, [True] * len(pairs), pad=0, device=llm.device, start=start)):
+        logits = run()
+        assert logits.shape[0] == sum(len(t) for _, t in pairs)
+        logits.log_softmax(-1)[torch.arange(logits.shape[0]), torch.tensor([x for _, t in pairs for x in t])].sum().backward()
+        grads.append(({n: p.grad.clone() for n, p in params.items() if p.grad is not None}, logits.detach()))
+        for p in params.values():
+            p.grad = None
+    (g_split, l_split), (g_one, l_one) = grads
+    assert torch.allclose(l_split, l_one, atol=1e-4)
+    assert g_split.keys() == g_one.keys() and g_split
+    assert all(torch.allclose(g_split[n], g_one[n], atol=1e-5, rtol=1e-3) for n in g_one)
+    learner.adapters.unload("groups")
+
+
 KILL_AFTER_PASS = """
 import os, signal, sys
 from kupdate import KnowledgeBase

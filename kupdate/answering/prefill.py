@@ -121,22 +121,26 @@ def _cache_pass(model: Any, **inputs: Any) -> Any:
 
 def _prefill_groups(rows: Sequence[Sequence[int]]) -> list[tuple[list[int], list[list[int]]]]:
     """Indices of `rows` by prompt kind (their first `MIN_SHARED` tokens), each kind's rows in
-    groups shortest first, a group padding to at most `PAD_SLACK` times its own tokens (a few
-    tokens' slack for short rows)."""
+    `slack_groups` (shortest first)."""
     kinds: dict[tuple[int, ...], list[int]] = {}
     for i in sorted(range(len(rows)), key=lambda i: (len(rows[i]), i)):
         kinds.setdefault(tuple(rows[i][:MIN_SHARED]), []).append(i)
-    out = []
-    for kind in kinds.values():
-        groups: list[list[int]] = []
-        total = 0
-        for i in kind:
-            n = len(rows[i])
-            if groups and (len(groups[-1]) + 1) * n <= PAD_SLACK * (total + n) + 8:
-                groups[-1].append(i)
-                total += n
-            else:
-                groups.append([i])
-                total = n
-        out.append((kind, groups))
-    return out
+    return [(kind, [[kind[j] for j in g] for g in slack_groups([len(rows[i]) for i in kind])])
+            for kind in kinds.values()]
+
+
+def slack_groups(lengths: Sequence[int], slack: float = PAD_SLACK, extra: int = 8) -> list[list[int]]:
+    """Indices of `lengths` in groups, shortest first, each group padding to at most `slack` times
+    its own tokens plus `extra` (a few tokens' slack for short rows): rows run together pay for the
+    longest one, so rows of very different lengths run apart."""
+    groups: list[list[int]] = []
+    total = 0
+    for i in sorted(range(len(lengths)), key=lambda i: (lengths[i], i)):
+        n = lengths[i]
+        if groups and (len(groups[-1]) + 1) * n <= slack * (total + n) + extra:
+            groups[-1].append(i)
+            total += n
+        else:
+            groups.append([i])
+            total = n
+    return groups

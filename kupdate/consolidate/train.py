@@ -393,7 +393,7 @@ def target_logits(model: Any, input_ids: Any, attn: Any, rows: Any, cols: Any) -
 
 
 def pair_logits(model: Any, pairs: Sequence[tuple[list[int], list[int]]], *, pad: int, device: Any,
-                start: Sequence[int] = ()) -> Any:
+                start: Sequence[int] = (), slack: float = 0.0) -> Any:
     """`target_logits` of (prompt ids, target ids) pairs, all rows' targets in order.
 
     `start`: token ids that many prompts begin with (the chat template's opening and system
@@ -401,13 +401,41 @@ def pair_logits(model: Any, pairs: Sequence[tuple[list[int], list[int]]], *, pad
     and its keys and values are shared by the rows that begin with it; the other rows do not
     attend to it. The logits are those of running every row whole (the model as it is now sees
     the same tokens at the same positions); only the gradient through `start`'s own positions is
-    left out, which a step does not need to learn what follows it (docs/consolidation.md)."""
+    left out, which a step does not need to learn what follows it (docs/consolidation.md).
+
+    `slack` >= 1: rows of very different lengths (a replayed exemplar's long answer beside short
+    questions) run in separate passes, each padding to at most `slack` times its rows' own tokens
+    (`slack_groups`): on a CPU a pass pays for every padded token. 0: one padded pass."""
+    import torch
+
+    from kupdate.answering.prefill import slack_groups
+
+    n = len(start)
+    uses = [n > 0 and len(p) > n and list(p[:n]) == list(start) for p, _ in pairs]
+    groups = (slack_groups([len(p) - (n if u else 0) + len(t) for (p, t), u in zip(pairs, uses)], slack)
+              if slack else [list(range(len(pairs)))])
+    if len(groups) == 1:
+        return _pair_logits(model, pairs, uses, pad=pad, device=device, start=start)
+    parts = [_pair_logits(model, [pairs[i] for i in g], [uses[i] for i in g], pad=pad, device=device, start=start)
+             for g in groups]
+    # Put the groups' targets back in the rows' order.
+    first, at = {}, 0
+    for i in (i for g in groups for i in g):
+        first[i] = at
+        at += len(pairs[i][1])
+    order = torch.tensor([first[i] + k for i in range(len(pairs)) for k in range(len(pairs[i][1]))],
+                         device=parts[0].device)
+    return torch.cat(parts)[order]
+
+
+def _pair_logits(model: Any, pairs: Sequence[tuple[list[int], list[int]]], uses: Sequence[bool], *, pad: int,
+                 device: Any, start: Sequence[int]) -> Any:
+    """`pair_logits` of one pass; `uses`: which rows begin with `start`."""
     import torch
 
     from kupdate.answering.prefill import prefix_cache
 
     n = len(start)
-    uses = [n > 0 and len(p) > n and list(p[:n]) == list(start) for p, _ in pairs]
     body, head = _body_and_head(model)
     if body is None or not any(uses):
         return target_logits(model, *target_batch(pairs, pad=pad, device=device))
@@ -415,7 +443,7 @@ def pair_logits(model: Any, pairs: Sequence[tuple[list[int], list[int]]], *, pad
     input_ids, attn, rows, cols = target_batch(own, pad=pad, device=device)
     with torch.no_grad():
         cache = prefix_cache(body, torch.tensor([list(start)], device=device), len(pairs))
-    used = torch.tensor(uses, device=device)
+    used = torch.tensor(list(uses), device=device)
     mask = torch.cat([used[:, None].expand(-1, n).to(attn.dtype), attn], dim=1)
     positions = torch.arange(attn.shape[1], device=device)[None, :] + (used.long() * n)[:, None]
     hidden = body(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True,
@@ -431,8 +459,9 @@ def _step(model: Any, opt: Any, batch: list[Any], cfg: Any, pad: int, device: An
     pairs = [(x.prompt_ids, x.target_ids) for x in batch]
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if str(device).startswith("cuda")
                 else contextlib.nullcontext())
+    slack = cfg.pass_slack if str(device) == "cpu" else 0.0  # a GPU pass costs about the same padded or not
     with autocast:
-        logits = pair_logits(model, pairs, pad=pad, device=device, start=start)
+        logits = pair_logits(model, pairs, pad=pad, device=device, start=start, slack=slack)
     logp_all = torch.log_softmax(logits.float(), dim=-1)
     lm_terms, soft_terms = [], []
     offset = 0
