@@ -80,9 +80,9 @@ def figure(r: dict | None) -> float | None:
 
 
 def run_setting(name: str, template: Path, out: Path, rounds: list[list[dict]], overrides: dict,
-                device: str | None, report: Callable[[dict], None] = lambda figures: None) -> dict:
+                device: str | None, on_round: Callable[[dict], None] = lambda got: None) -> dict:
     """Every round ingested and consolidated on a copy of `template`; the figures per round
-    (also handed to `report` after each round, so a long run's finished rounds are on disk)."""
+    (also handed to `on_round` after each round, so a long run's finished rounds are on disk)."""
     from kupdate import KnowledgeBase
     from kupdate.config import dump_config
     from kupdate.consolidate import dataset, evaluate
@@ -125,7 +125,7 @@ def run_setting(name: str, template: Path, out: Path, rounds: list[list[dict]], 
                      "recalled_per_epoch": training.get("recalled_per_epoch"), "data": report["data"]})
         print(f"[consolidate_scale] {name} round {i}: {done} facts, {seconds:.0f} s, fresh "
               f"{figure(after['fresh_recall']):.2f}, locality {figure(after['locality']):.2f}", file=sys.stderr)
-        report(figures(overrides, rows, time.perf_counter() - start, finished=i == len(rounds)))
+        on_round(figures(overrides, rows, time.perf_counter() - start, finished=i == len(rounds)))
     kb.close()
     return figures(overrides, rows, time.perf_counter() - start, finished=True)
 
@@ -241,8 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     KnowledgeBase.init(template, device=args.device, progress=True).close()
     results = {"config": vars(args), "environment": environment(), "settings": {}}
 
-    def write(name: str, figures: dict) -> str:
-        results["settings"][name] = figures
+    def write(name: str, got: dict) -> str:
+        results["settings"][name] = got
         results["peak_memory"] = peak_memory()
         (out / "results.json").write_text(json.dumps(results, indent=2))
         text = table(results)
@@ -252,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
 
     for name, overrides in settings.items():
         text = write(name, run_setting(name, template, out, rounds, overrides, args.device,
-                                       report=lambda figures, name=name: write(name, figures)))
+                                       on_round=lambda got, name=name: write(name, got)))
     print(text)
     return 0
 
