@@ -24,7 +24,11 @@ Settings (each on its own copy of one freshly made KB, so all share the exemplar
 
 Writes <out>/results.json (config, environment, every round's report figures), <out>/table.md and
 <out>/consolidate_scale.png (recall and locality against the number of facts), again after every
-round, so the rounds of a long run that has not finished are on disk.
+round, so the rounds of a long run that has not finished are on disk. `--resume` continues such a
+run in the same --out: each setting's finished rounds are kept and its KB goes on from the next
+round (a consolidation killed part-way continues from its last saved pass; ingesting a round again
+stores nothing twice). Wall time and peak memory then add up both runs (the later run's own
+elapsed time added to the earlier's; the larger of the two peaks).
 """
 
 from __future__ import annotations
@@ -63,6 +67,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="a [consolidation] setting of a third setting, 'tuned' (repeatable; e.g. learning_rate=0.01)")
     p.add_argument("--only", default=None, help="run only these settings (comma-separated: before, default, tuned)")
     p.add_argument("--out", default=None, help="output folder (default benchmarks/results/consolidate_scale/<time>)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an unfinished run in --out: keep its finished rounds, go on with its KBs")
     return p.parse_args(argv)
 
 
@@ -81,24 +87,33 @@ def figure(r: dict | None) -> float | None:
 
 
 def run_setting(name: str, template: Path, out: Path, rounds: list[list[dict]], overrides: dict,
-                device: str | None, on_round: Callable[[dict], None] = lambda got: None) -> dict:
+                device: str | None, on_round: Callable[[dict], None] = lambda got: None,
+                done_rows: list[dict] | None = None, done_wall: float = 0.0) -> dict:
     """Every round ingested and consolidated on a copy of `template`; the figures per round
-    (also handed to `on_round` after each round, so a long run's finished rounds are on disk)."""
+    (also handed to `on_round` after each round, so a long run's finished rounds are on disk).
+    `done_rows`: the rounds of an earlier run of this setting (`done_wall` seconds), whose KB goes on
+    from the next one."""
     from kupdate import KnowledgeBase
     from kupdate.config import dump_config
     from kupdate.consolidate import dataset, evaluate
     from kupdate.consolidate.run import current_records
 
     path = out / f"kb-{name}"
-    shutil.rmtree(path, ignore_errors=True)
-    shutil.copytree(template, path)
+    rows = list(done_rows or [])
+    if not rows:
+        shutil.rmtree(path, ignore_errors=True)
+        shutil.copytree(template, path)
     kb = KnowledgeBase.open(path, **({"device": device} if device else {}))
     for key, value in overrides.items():
         setattr(kb.config.consolidation, key, value)
     (path / "kupdate.toml").write_text(dump_config(kb.config), encoding="utf-8")
-    start, rows, first_ids = time.perf_counter(), [], None
-    done = 0
+    start, first_ids, done = time.perf_counter() - done_wall, None, 0
+    if rows:
+        first_ids = {f"{DOMAIN}-{j}" for j in range(len(rounds[0]))}
+        done = sum(len(r) for r in rounds[: len(rows)])
     for i, records in enumerate(rounds, 1):
+        if i <= len(rows):
+            continue
         kb.ingest([write_domain(out / f"{name}-round-{i}.jsonl", records, DOMAIN, first=done)])
         t = time.perf_counter()
         [report] = kb.consolidate(DOMAIN, force=True, progress=True).reports
@@ -107,10 +122,10 @@ def run_setting(name: str, template: Path, out: Path, rounds: list[list[dict]], 
         after = report["metrics"]["after"]
         current = current_records(kb)[DOMAIN]
         if first_ids is None:
-            first_ids = {r.id for r in current}
+            first_ids = {r.source for r in current}
             first_recall = figure(after["fresh_recall"])
         else:
-            first = [r for r in current if r.id in first_ids]
+            first = [r for r in current if r.source in first_ids]
             if not first:
                 raise SystemExit("[consolidate_scale] round 1's records are no longer current "
                                  "(superseded by a later round?); forgetting cannot be measured")
@@ -137,12 +152,15 @@ def figures(overrides: dict, rows: list[dict], wall: float, *, finished: bool) -
             "forgetting": round(rows[-1]["round1_recall"] - rows[0]["round1_recall"], 4) if len(rows) > 1 else None}
 
 
-def peak_memory() -> dict:
+def peak_memory(earlier: dict | None = None) -> dict:
+    """This process's peak memory, or an `earlier` run's (resumed) where that was higher."""
     import torch
 
     out = {"rss_max_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
     if torch.cuda.is_available():
         out["cuda_max_allocated_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    for key, value in (earlier or {}).items():
+        out[key] = max(out.get(key, 0.0), value)
     return out
 
 
@@ -238,13 +256,25 @@ def main(argv: list[str] | None = None) -> int:
     per = len(data) // args.rounds
     rounds = [data[i * per : (i + 1) * per if i < args.rounds - 1 else len(data)] for i in range(args.rounds)]
     template = out / "kb-template"
-    shutil.rmtree(template, ignore_errors=True)
-    KnowledgeBase.init(template, device=args.device, progress=True).close()
-    results = {"config": vars(args), "environment": environment(), "settings": {}}
+    earlier = None
+    if args.resume:
+        try:
+            earlier = json.loads((out / "results.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            print(f"error: --resume: no readable results.json in {out} ({e}); run without --resume", file=sys.stderr)
+            return 1
+        if (earlier["config"]["n"], earlier["config"]["rounds"]) != (args.n, args.rounds):
+            print(f"error: --resume: {out} holds a run of --n {earlier['config']['n']} --rounds "
+                  f"{earlier['config']['rounds']}; resume it with those", file=sys.stderr)
+            return 1
+    if earlier is None or not template.is_dir():
+        shutil.rmtree(template, ignore_errors=True)
+        KnowledgeBase.init(template, device=args.device, progress=True).close()
+    results = {"config": vars(args), "environment": environment(), "settings": dict(earlier["settings"]) if earlier else {}}
 
     def write(name: str, got: dict) -> str:
         results["settings"][name] = got
-        results["peak_memory"] = peak_memory()
+        results["peak_memory"] = peak_memory(earlier["peak_memory"] if earlier else None)
         (out / "results.json").write_text(json.dumps(results, indent=2))
         text = table(results)
         (out / "table.md").write_text(text)
@@ -252,8 +282,13 @@ def main(argv: list[str] | None = None) -> int:
         return text
 
     for name, overrides in settings.items():
+        done_rows, done_wall = None, 0.0
+        if earlier and name in earlier["settings"] and (out / f"kb-{name}").is_dir():
+            done_rows, done_wall = earlier["settings"][name]["rounds"], earlier["settings"][name]["wall_seconds"]
+            print(f"[consolidate_scale] {name}: resuming after round {len(done_rows)}", file=sys.stderr)
         text = write(name, run_setting(name, template, out, rounds, overrides, args.device,
-                                       on_round=lambda got, name=name: write(name, got)))
+                                       on_round=lambda got, name=name: write(name, got), done_rows=done_rows,
+                                       done_wall=done_wall))
     print(text)
     return 0
 

@@ -115,6 +115,49 @@ def test_consolidation_teaches_the_facts_and_routes_only_their_questions(learner
     assert learner.consolidate("orgs").skipped["orgs"].startswith("nothing new")
 
 
+def test_an_adapter_routes_by_its_own_threshold_which_more_memory_does_not_move(learner, tmp_path):
+    """Routing is calibrated on the adapter's keys when it is made: exemplars whose answer the
+    adapter would change stay below it, and the memory's gate threshold climbing (as it does when
+    records of other subjects arrive) no longer shuts the adapter off for its own questions."""
+    from kupdate.consolidate import evaluate
+    from kupdate.kb import CALIBRATION_KEY
+
+    ingest(learner, tmp_path, "orgs")
+    [report] = learner.consolidate("orgs").reports
+    assert report["status"] == "promoted", report["decision"]
+    routing, gate = report["routing"], learner.config.gate
+    assert gate.floor <= routing["threshold"] <= gate.ceiling
+    folder = learner.adapters.registry.get("orgs", report["version"]).path
+    assert json.loads((folder / "router.json").read_text())["threshold"] == routing["threshold"]
+    [router] = learner.adapters.routers("orgs")
+    exemplars = learner.exemplars()
+    vecs = learner.embedder.encode([e.text for e in exemplars])
+    forced, _ = evaluate.answers(learner, [e.text for e in exemplars], forced=learner.adapters.route_to("orgs"))
+    changed = [e for e, a in zip(exemplars, forced) if a.strip() != e.meta["base_answer"].strip()]
+    assert changed  # the adapter forced on does change some answers: routing is what protects them
+    for e, v in zip(exemplars, vecs):
+        if e in changed:
+            assert learner.adapters.scores(e.text, v, [router])[0] < routing["threshold"], e.text
+    learner.store.set_meta(CALIBRATION_KEY, {"threshold": 0.99, "n_knowledge": learner.store.count("knowledge")})
+    assert learner.threshold() == 0.99
+    a = learner.ask("Brindlemoor Robotics is led by", memory=False)
+    assert a.adapter == f"orgs {report['version']}" and "Halbrook" in a.answer
+
+
+def test_an_adapter_is_routed_by_what_its_facts_are_about_not_by_their_values(learner, tmp_path):
+    """The routing keys are the trained statements without their values: a question that only names
+    a value the domain gives ("Lisbon") is not about the domain's facts and keeps the base answer."""
+    ingest(learner, tmp_path, "orgs")
+    [report] = learner.consolidate("orgs").reports
+    folder = learner.adapters.registry.get("orgs", report["version"]).path
+    keys = json.loads((folder / "router.json").read_text())["texts"]
+    assert sorted(keys) == ["Brindlemoor Robotics is led by", "Veltrane Dynamics is based in"]
+    q = "Lisbon is famous for"
+    a = learner.ask(q, memory=False)
+    assert a.adapter is None and a.answer == learner.ask(q, memory=False, adapter=False).answer
+    assert learner.ask("Brindlemoor Robotics is led by", memory=False).adapter == f"orgs {report['version']}"
+
+
 def test_masks_of_two_domains_are_disjoint_and_both_route(learner, tmp_path):
     ingest(learner, tmp_path, "orgs")
     ingest(learner, tmp_path, "geo")

@@ -1,11 +1,14 @@
 """Serving adapters: load the serving version of each domain into the KB's model, route each
 question to the adapters it concerns, and answer with exactly those active.
 
-Routing is the gate's rule applied to an adapter's keys: the statements it was trained on (kept
-beside it, with their embeddings). A question whose best key scores at least the gate threshold
-activates the adapter; any other question is answered by the base model with every adapter off,
-so unrelated answers stay exactly as they were. Masks are disjoint, so several adapters can be
-active together (peft adds their outputs).
+Routing is the gate's rule applied to an adapter's keys: what each statement it was trained on is
+about, without the value it gives (`kupdate.consolidate.dataset.asked`), kept beside it with their
+embeddings. A question whose best key scores at least the adapter's own
+threshold activates the adapter; any other question is answered by the base model with every
+adapter off, so unrelated answers stay exactly as they were. The threshold is calibrated when the
+adapter is made, on the exemplars against its keys (`kupdate.consolidate.evaluate.route_threshold`),
+so it does not move when the memory grows (docs/consolidation.md, "Routing"). Masks are disjoint,
+so several adapters can be active together (peft adds their outputs).
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ class Router:
     path: Path
     texts: list[str]
     keys: np.ndarray
+    threshold: float | None = None  # None: made before routers were calibrated; the gate's is used
 
     @property
     def name(self) -> str:
@@ -59,9 +63,11 @@ def adapter_name(domain: str, version: str) -> str:
     return f"{domain}__{version}".replace(".", "_")
 
 
-def save_router(folder: Path, texts: Sequence[str], keys: np.ndarray, embedder: str) -> None:
+def save_router(folder: Path, texts: Sequence[str], keys: np.ndarray, embedder: str,
+                threshold: float | None = None) -> None:
     np.save(folder / ROUTER_KEYS, np.asarray(keys, dtype=np.float32))
-    (folder / ROUTER_TEXTS).write_text(json.dumps({"embedder": embedder, "texts": list(texts)}), encoding="utf-8")
+    info = {"embedder": embedder, "texts": list(texts), "threshold": threshold}
+    (folder / ROUTER_TEXTS).write_text(json.dumps(info), encoding="utf-8")
 
 
 def load_router(domain: str, version: str, folder: Path, embedder: Any, embedder_name: str) -> Router:
@@ -70,7 +76,7 @@ def load_router(domain: str, version: str, folder: Path, embedder: Any, embedder
         keys = np.load(folder / ROUTER_KEYS)
     else:  # the KB was reindexed with another embedder since: re-embed the keys
         keys = embedder.encode(info["texts"])
-    return Router(domain, version, folder, info["texts"], np.asarray(keys, dtype=np.float32))
+    return Router(domain, version, folder, info["texts"], np.asarray(keys, dtype=np.float32), info.get("threshold"))
 
 
 class Adapters:
@@ -106,15 +112,20 @@ class Adapters:
         return routers
 
     def route(self, question: str, qvec: np.ndarray, *, domain: str | None = None) -> list[Route]:
-        """The adapters `question` concerns: best key relevance at least the gate threshold."""
-        routers = self.routers(domain)
+        """The adapters `question` concerns: best key relevance at least the adapter's threshold."""
+        routes = []
+        for r, score in zip(routers := self.routers(domain), self.scores(question, qvec, routers)):
+            if score >= self.threshold(r):
+                routes.append(Route(r.domain, r.version, r.name, round(score, 4)))
+        return routes
+
+    def scores(self, question: str, qvec: np.ndarray, routers: Sequence[Router]) -> list[float]:
+        """`question`'s best key relevance for each of `routers` (the gate's rule)."""
         if not routers:
             return []
-        store = self.kb.store
-        query = Query.for_store(question, store, self.kb.language)
+        query = Query.for_store(question, self.kb.store, self.kb.language)
         fvec = self.kb.embedder.encode([query.asking])[0] if query.asking else None
-        threshold = self.kb.threshold()
-        routes = []
+        out = []
         for r in routers:
             dense = r.keys @ qvec
             focus = r.keys @ fvec if fvec is not None else dense
@@ -122,9 +133,15 @@ class Adapters:
             for i in np.argsort(-np.maximum(dense, focus))[:ROUTE_CANDIDATES]:
                 best = max(best, relevance(query, r.texts[i], float(dense[i]), self.kb.config.gate,
                                            focus_dense=float(focus[i])).score)
-            if best >= threshold:
-                routes.append(Route(r.domain, r.version, r.name, round(best, 4)))
-        return routes
+            out.append(best)
+        return out
+
+    def threshold(self, router: Router) -> float:
+        """The score a question needs to activate `router`'s adapter: `[gate] threshold` when set,
+        else the adapter's calibrated one, else (an adapter made before those) the gate's."""
+        if self.kb.config.gate.threshold is not None or router.threshold is None:
+            return self.kb.threshold()
+        return router.threshold
 
     def route_to(self, domain: str) -> list[Route]:
         """A route to `domain`'s serving adapter whatever the question (forced)."""

@@ -106,6 +106,15 @@ def cloze(sentence: str) -> tuple[str, str] | None:
     return None
 
 
+def asked(sentence: str) -> str:
+    """What a statement is about, without the value it gives: its cloze's stem ("The home port of
+    the Aurelia is"; a Q/A note's question), or the whole sentence when it has no cloze. An
+    adapter's routing keys: a question is about a trained fact when it asks what the fact is about,
+    not when it happens to name the fact's value."""
+    c = cloze(sentence)
+    return c[0] if c else sentence.strip()
+
+
 def reply_value(reply: str) -> str:
     """The value a reply gives, as an answer must contain it: without a leading label, and without
     an opening made only of stopwords up to a cue word ("It is Tarn." -> "Tarn"; "Answer: 1998." ->

@@ -73,6 +73,25 @@ def measure(kb: Any, probes: Sequence[Any], records: Sequence[Any], exemplars: S
     return metrics
 
 
+def route_threshold(kb: Any, router: Any, exemplars: Sequence[Any]) -> Any:
+    """Calibrate the score a question needs to be routed to `router`'s adapter, the way the gate's
+    threshold is calibrated against the memory (`kupdate.answering.gate.calibrated_threshold`):
+    every exemplar is scored against the adapter's keys; those that would raise the threshold above
+    the floor are asked with the adapter on, and one that keeps its base answer exactly is harmless;
+    the threshold goes `margin` above the best binding one. On the adapter's keys alone, not the
+    whole memory's, so the threshold does not climb as other records arrive."""
+    from kupdate.answering.gate import calibrated_threshold
+
+    gate = kb.config.gate
+    items = [e for e in exemplars if (e.meta or {}).get("base_answer") is not None]
+    vecs = kb.embedder.encode([e.text for e in items]) if items else []
+    scores = [kb.adapters.scores(e.text, v, [router])[0] for e, v in zip(items, vecs)]
+    ask = [i for i, s in enumerate(scores) if s + gate.margin > gate.floor]
+    got, _ = answers(kb, [items[i].text for i in ask], forced=kb.adapters.route_to(router.domain))
+    harmless = {i for i, a in zip(ask, got) if a.strip() == items[i].meta["base_answer"].strip()}
+    return calibrated_threshold(scores, gate, len(router.keys), harmless, len(ask))
+
+
 def _locality(kb: Any, exemplars: Sequence[Any], records: Sequence[Any]) -> Any:
     """Exemplars are compared with their stored base answers, `checks.unrelated` prompts with the
     base model's answers now. A prompt routed to no adapter is answered by the base model itself

@@ -241,10 +241,15 @@ def judge(kb: Any, c: Candidate, exemplars: list[Any]) -> dict[str, Any]:
     served, name = kb.adapters, adapter_name(c.domain, c.version)
     try:
         masks.save(c.result.mask, c.folder)
-        texts = [s for r in c.records for s in dataset.statements(r)]
-        save_router(c.folder, texts, kb.embedder.encode(texts), kb.config.embedder)
+        texts = [dataset.asked(s) for r in c.records for s in dataset.statements(r)]
+        keys = kb.embedder.encode(texts)
+        save_router(c.folder, texts, keys, kb.config.embedder)
         served.override[c.domain] = (c.version, c.folder)
         t = time.perf_counter()
+        [router] = served.routers(c.domain)
+        routing = evaluate.route_threshold(kb, router, exemplars)
+        router.threshold = routing.threshold
+        save_router(c.folder, texts, keys, kb.config.embedder, routing.threshold)
         after = evaluate.measure(kb, c.probes, c.records, exemplars, forced=served.route_to(c.domain))
         c.seconds["evaluate_after"] = time.perf_counter() - t
     except BaseException:
@@ -277,6 +282,7 @@ def judge(kb: Any, c: Candidate, exemplars: list[Any]) -> dict[str, Any]:
                      "examples_per_s": round(result.examples / result.seconds, 2) if result.seconds else 0.0,
                      "passes": round(result.passes, 3), "recalled_per_epoch": result.recalled,
                      "checked_at": result.checked_at, "resumed_from_pass": result.resumed_from},
+        "routing": {k: v for k, v in routing.to_dict().items() if k != "n_knowledge"} | {"keys": len(texts)},
         "metrics": {"before": c.before, "after": after},
         "decision": {"promoted": promote, "reason": reason},
         "seconds": {k: round(v, 2) for k, v in c.seconds.items()},
