@@ -149,7 +149,7 @@ def adapters_show(
     kb: KbOpt = None,
     json_: JsonOpt = False,
 ) -> None:
-    """Every version of a domain's adapter: status, time, data, metrics before -> after, decision.
+    """Every version of a domain's adapter: status, time, data, routing threshold, metrics before -> after, decision.
 
     Example:
 
@@ -180,6 +180,10 @@ def adapters_show(
         if isinstance(step, dict):
             typer.echo(f"    continued {step.get('from')}: {step.get('new_records')} new records, "
                        f"{step.get('examples')} examples trained ({step.get('rehearsed_examples')} rehearsed)")
+        routing = r.get("routing")
+        if isinstance(routing, dict):
+            typer.echo(f"    routing: threshold {routing.get('threshold')} (best exemplar "
+                       f"{routing.get('max_exemplar_score')} against {routing.get('keys')} keys)")
         metrics = _metrics(r, every=True)
         if metrics:
             typer.echo(f"    {metrics}")

@@ -37,6 +37,8 @@ def populate(kb: str) -> AdapterRegistry:
         if version == "v0003":  # an incremental round (docs/consolidation.md)
             made["data"]["incremental"] = {"from": "v0001", "new_records": 8, "examples": 120,
                                            "rehearsed_examples": 40}
+            made["routing"] = {"threshold": 0.74, "max_exemplar_score": 0.66, "n_exemplars": 120, "n_checked": 9,
+                               "n_harmless": 0, "keys": 24}
         reg.finish(domain, version, made, promote=promote)
     reg.allocate("cf")  # an attempt killed half way: never listed
     return reg
@@ -111,6 +113,7 @@ def test_adapters_show(capsys, bare_kb):
     assert "no-memory recall 0.80 -> 0.92" in out and "locality 1.00 -> 0.97" in out
     assert "decision: no better than the serving version" in out
     assert out.count("continued ") == 1 and "continued v0001: 8 new records, 120 examples trained (40 rehearsed)" in out
+    assert out.count("routing: ") == 1 and "routing: threshold 0.74 (best exemplar 0.66 against 24 keys)" in out
     code, out, _ = cli(capsys, "adapters", "show", "cf", "--kb", bare_kb, "--json")
     shown = json.loads(out)
     assert shown["serving"] == "v0003" and [v["status"] for v in shown["versions"]] == ["promoted", "rejected",
