@@ -170,3 +170,24 @@ def test_lock_refuses_a_second_process_naming_the_holder(reg):
     # The kernel dropped the dead holder's lock: no stale lock file to clean up.
     with reg.lock(), reg.lock():  # and the lock is reentrant within a process
         assert (reg.root / ".consolidate.lock").read_text().strip() == str(os.getpid())
+
+
+def test_a_streamed_write_that_fails_half_way_leaves_the_old_file_whole(tmp_path):
+    """Large state (a training set, the build cache) is streamed to disk by a writer function; a
+    writer dying part-way must leave the previous file as it was and no temporary file behind."""
+    from kupdate.adapters.registry import write_atomic
+
+    path = tmp_path / "state.pt"
+    write_atomic(path, lambda f: f.write(b"old state"))
+    assert path.read_bytes() == b"old state"
+
+    def dies(f):
+        f.write(b"half of the new st")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        write_atomic(path, dies)
+    assert path.read_bytes() == b"old state"
+    assert [p.name for p in tmp_path.iterdir()] == ["state.pt"]
+    write_atomic(path, b"new state")
+    assert path.read_bytes() == b"new state"

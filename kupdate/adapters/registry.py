@@ -328,14 +328,19 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     write_atomic(path, (json.dumps(data, indent=2, ensure_ascii=False, default=_jsonable) + "\n").encode("utf-8"))
 
 
-def write_atomic(path: Path, data: bytes) -> None:
+def write_atomic(path: Path, data: bytes | Callable[[Any], None]) -> None:
     """Write `data` to `path` through a synced temporary file in the same folder and a rename: a
-    reader (or a kill) sees the old file or the new one, never a mix."""
+    reader (or a kill) sees the old file or the new one, never a mix. `data` may be a function
+    that writes to the open file (`lambda f: torch.save(obj, f)`), so a large object is streamed
+    to disk instead of held in memory a second time as bytes."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(fd, 0o644)  # mkstemp makes it private; these files are as readable as the rest
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            if callable(data):
+                data(f)
+            else:
+                f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -72,7 +72,8 @@ def _notes(result: Any) -> str:
     return "; ".join(notes) + "."
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
+    """matplotlib.pyplot on the file-only Agg backend (no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -83,7 +84,7 @@ def _pyplot() -> Any:
 
 def plot(result: Any, path: str | Path) -> Path:
     """Bar chart of the four metrics per mode, with confidence intervals, saved as PNG."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 4))
     width = 0.8 / max(len(result.modes), 1)
     for i, mode in enumerate(result.modes):
@@ -100,12 +101,12 @@ def plot(result: Any, path: str | Path) -> Path:
     ax.set_ylim(0, 1.05)
     ax.set_title(f"Stale vs fresh, {result.dataset}: {result.n} facts (final state)")
     ax.legend()
-    return _save(fig, plt, path)
+    return save_figure(fig, plt, path)
 
 
 def plot_curve(result: Any, path: str | Path) -> Path:
     """Fresh recall and locality (95% intervals) against the number of updates ingested, per mode."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
     xs = [p["updates"] for p in result.curve]
     for ax, name in zip(axes, ("fresh_recall", "locality")):
@@ -121,10 +122,11 @@ def plot_curve(result: Any, path: str | Path) -> Path:
         ax.set_ylim(0, 1.05)
     axes[0].legend()
     fig.suptitle(f"{result.dataset}: after each round")
-    return _save(fig, plt, path)
+    return save_figure(fig, plt, path)
 
 
-def _save(fig: Any, plt: Any, path: str | Path) -> Path:
+def save_figure(fig: Any, plt: Any, path: str | Path) -> Path:
+    """Lay out, write (120 dpi) and close `fig`; returns the path."""
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=120)

@@ -87,13 +87,9 @@ class Partial:
 
     def save(self, name: str, obj: Any) -> None:
         """Save `obj` (tensors, dataclasses of this package) as `name`.pt, atomically."""
-        import io
-
         import torch
 
-        buf = io.BytesIO()
-        torch.save(obj, buf)
-        write_atomic(self.folder / f"{name}.pt", buf.getvalue())
+        write_atomic(self.folder / f"{name}.pt", lambda f: torch.save(obj, f))
 
     def load(self, name: str) -> Any | None:
         """What `save(name, ...)` wrote, or None. The file is this KB's own work (written above), so
@@ -135,11 +131,7 @@ class BuildCache:
 
     def save(self, works: dict[str, Any]) -> None:
         """Keep `works` (the current records' only: a retired record's work goes), atomically."""
-        import io
-
         import torch
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        buf = io.BytesIO()
-        torch.save(works, buf)
-        write_atomic(self.path, buf.getvalue())
+        write_atomic(self.path, lambda f: torch.save(works, f))
