@@ -53,6 +53,15 @@ def test_what_a_reading_adds_to_the_question(answer, question, memory, value, gr
     assert got == {EN.stem(v) for v in value} and ok is grounded
 
 
+def test_a_memory_s_own_date_is_a_value_only_when_it_is_the_whole_answer():
+    note = "Update 2019: when did the keplo rovers last win the cup? Answer: 2019."
+    question = "when did the keplo rovers last win the cup?"
+    assert value_of("2019.", question, note, EN, 0.5, "2019-06-01") == ({"2019"}, True)
+    # the header's year beside another value is not part of that value
+    assert value_of("Update 2019: 2016.", question, note.replace("2019.", "2016."), EN, 0.5,
+                    "2019-06-01")[0] == {EN.stem("update"), "2016"}
+
+
 @pytest.mark.parametrize(
     ("a", "b", "same"),
     [({"tana", "bell"}, {"tana", "bell", "nam"}, True), ({"11"}, {"12"}, False),
@@ -98,6 +107,10 @@ CASES = [
     ("q/a notes", "Update 2019: how many moons does the planet keplo have? Answer: 9.",
      "Update 2024: how many moons does the planet keplo have? Answer: 14.",
      "how many moons does the planet keplo have?", "14", "9", True, "new"),
+    # asked when something last happened, each note dated the year it happened: the year is the value
+    ("a year that changed", "Update 2019: when did the brindle rovers last win the cup? Answer: 2019.",
+     "Update 2024: when did the brindle rovers last win the cup? Answer: 2024.",
+     "when did the brindle rovers last win the cup?", "2024", "2019", True, "new"),
     ("a number that changed", "The Brastow bridge is 410 metres long.",
      "After the extension, the Brastow bridge is 520 metres long.", "How long is the Brastow bridge?",
      "520", "410", True, "new"),

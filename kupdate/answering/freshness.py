@@ -53,9 +53,12 @@ def value_of(answer: str, question: str, memory_text: str, lang: Language, min_g
     the memory it was read from (an answer the memory does not support is the model's own).
 
     The memory's own date (`dated`, its `valid_from`) is when the fact held, not the fact: a note
-    headed with its year gives the same value as the same note a year later."""
+    headed with its year gives the same value as the same note a year later. An answer that is
+    nothing but that date is a value, though: asked when something last happened, a memory dated
+    the year it happened answers with its own year."""
     asked = lang.stems(question) | {lang.stem(w) for w in lang.stopwords}
-    value = lang.stems(answer) - asked - _date_words(dated)
+    added = lang.stems(answer) - asked
+    value = (added - _date_words(dated)) or added
     if not value:
         return value, False
     present = lang.stems(memory_text)
