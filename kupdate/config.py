@@ -171,6 +171,10 @@ class ConsolidationConfig:
         1.15, "On a CPU, a step's rows run in passes of similar length, each padding to at most this "
         "multiple of its rows' own tokens (a replayed exemplar's long answer apart from short questions); "
         "0: one padded pass per step. GPUs always run one pass (padding costs them little, a pass a fixed cost).")
+    step_tokens: int = _f(
+        1024, "Most tokens (rows times the longest row) one forward/backward pass of a training step "
+        "holds; a step with more runs in several passes whose gradients add up to the same step. Bounds "
+        "the activation memory however long a domain's examples are (0: one pass per step).")
     kl_teacher: float = _f(0.5, "Weight of KL to the teacher (the model with the memory in context).")
     kl_replay: float = _f(1.0, "Weight of KL to the base model on replayed exemplars.")
     replay: int = _f(64, "Exemplars replayed per consolidation (0: none).")
@@ -193,6 +197,8 @@ class ConsolidationConfig:
             raise ConfigError("consolidation.min_locality must be in [0, 1]")
         if not 0 <= self.stop_recall <= 1 or self.min_epochs < 1 or self.checks_per_pass < 1:
             raise ConfigError("consolidation.stop_recall must be in [0, 1]; min_epochs and checks_per_pass >= 1")
+        if self.step_tokens < 0:
+            raise ConfigError(f"consolidation.step_tokens must be 0 or positive, got {self.step_tokens}")
         if self.pass_slack != 0 and self.pass_slack < 1:
             raise ConfigError(f"consolidation.pass_slack must be 0 or at least 1, got {self.pass_slack}")
         if self.schedule not in ("cosine", "constant"):

@@ -562,3 +562,54 @@ def test_the_contexts_setting_decides_how_many_questions_each_fact_is_asked_afte
     step = made[1]["questions"] - made[0]["questions"]
     assert step > 0 and made[2]["questions"] - made[1]["questions"] == step
     assert made[0]["written_questions"] == made[1]["written_questions"] == made[2]["written_questions"]
+
+
+def test_a_step_split_to_fit_its_token_budget_makes_the_same_update_as_one_pass(learner):
+    """`consolidation.step_tokens` bounds the tokens one forward/backward pass holds (activation
+    memory grows with them): a step whose rows exceed it runs in several passes, and the adapter
+    must end the step exactly where one pass over all rows puts it (same loss, same gradients)."""
+    import copy
+    from types import SimpleNamespace
+
+    import torch
+
+    from kupdate.answering.prompt import chat_text
+    from kupdate.consolidate import train
+
+    llm, cfg = learner.llm, learner.config.consolidation
+    tok = llm.tokenizer
+    model = train.attach(llm, "budget", cfg)
+    ids = lambda text: tok(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    ask = lambda q: ids(chat_text(tok, [{"role": "user", "content": q}]))  # noqa: E731
+    g = torch.Generator().manual_seed(0)
+    soft = lambda n: (torch.randint(0, len(tok), (n, 4), generator=g), torch.randn(n, 4, generator=g))  # noqa: E731
+    rows = [SimpleNamespace(prompt_ids=ask(q), target_ids=ids(a), kind=k, soft=soft(len(ids(a))) if k != "statement" else None)
+            for q, a, k in [("Who leads Brindlemoor Robotics?", " Renzo Halbrook.", "question"),
+                            ("Where is the head office of Veltrane?", " In Lisbon, by the river.", "question"),
+                            ("What is seven times eight?", " Seven times eight is fifty-six.", "replay"),
+                            ("Name the ferry's home port.", " The north pier.", "statement")]]
+    lengths = [len(x.prompt_ids) + len(x.target_ids) for x in rows]
+    budget = max(lengths) + 1
+    assert len(train.step_parts(lengths, budget)) > 1 and train.step_parts(lengths, 0) == [sorted(range(4), key=lambda i: (lengths[i], i))]
+    params = train.adapter_params(model, "budget")
+    with torch.no_grad():
+        for p in params.values():
+            p.add_(0.05 * torch.randn_like(p))
+    start = {n: p.detach().clone() for n, p in params.items()}
+    after = []
+    for tokens in (0, budget):
+        with torch.no_grad():
+            for n, p in params.items():
+                p.copy_(start[n])
+        for p in params.values():
+            p.requires_grad_(True)
+        opt = torch.optim.SGD(list(params.values()), lr=1.0)
+        step_cfg = copy.copy(cfg)
+        step_cfg.step_tokens, step_cfg.pass_slack = tokens, 0.0
+        loss, _ = train._step(model, opt, rows, step_cfg, 0, llm.device)
+        after.append((loss, {n: p.detach().clone() for n, p in params.items()}))
+    (loss_one, one), (loss_split, split) = after
+    assert abs(loss_one - loss_split) < 1e-4 * max(1.0, abs(loss_one))
+    assert any(not torch.equal(one[n], start[n]) for n in one)  # the step moved the adapter
+    assert all(torch.allclose(split[n], one[n], atol=1e-5, rtol=1e-4) for n in one)
+    learner.adapters.unload("budget")

@@ -451,39 +451,71 @@ def _pair_logits(model: Any, pairs: Sequence[tuple[list[int], list[int]]], uses:
     return head(hidden[rows, cols])
 
 
+def step_parts(lengths: Sequence[int], budget: int) -> list[list[int]]:
+    """Indices of a step's rows (`lengths`: prompt + target tokens each) in parts run one
+    forward/backward pass each: shortest first, each part's rows times its longest row at most
+    `budget` tokens (a row longer than that alone); `budget` <= 0: one part. Activation memory
+    grows with the tokens a pass holds, so this bounds a step's memory whatever its rows' lengths."""
+    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
+    if budget <= 0:
+        return [order] if order else []
+    parts: list[list[int]] = []
+    for i in order:
+        if parts and (len(parts[-1]) + 1) * lengths[i] <= budget:
+            parts[-1].append(i)
+        else:
+            parts.append([i])
+    return parts
+
+
 def _step(model: Any, opt: Any, batch: list[Any], cfg: Any, pad: int, device: Any,
           start: Sequence[int] = ()) -> tuple[float, int]:
-    """One optimizer step on `batch`; returns its loss and its examples' tokens (`pair_logits`)."""
+    """One optimizer step on `batch`; returns its loss and its examples' tokens (`pair_logits`).
+
+    The rows run in passes of at most `cfg.step_tokens` tokens (`step_parts`), each pass's loss
+    backpropagated at once: the gradients add up to the whole batch's (every term is divided by the
+    batch's counts, not the pass's), so the step is the same, in bounded memory."""
     import torch
 
-    pairs = [(x.prompt_ids, x.target_ids) for x in batch]
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if str(device).startswith("cuda")
                 else contextlib.nullcontext())
     slack = cfg.pass_slack if str(device) == "cpu" else 0.0  # a GPU pass costs about the same padded or not
-    with autocast:
-        logits = pair_logits(model, pairs, pad=pad, device=device, start=start, slack=slack)
-    logp_all = torch.log_softmax(logits.float(), dim=-1)
-    lm_terms, soft_terms = [], []
-    offset = 0
+    n_lm = sum(len(x.target_ids) for x in batch if x.kind != "replay")
+    n_soft = sum(len(x.target_ids) for x in batch if x.soft is not None)
+    opt.zero_grad(set_to_none=True)
+    total = 0.0
+    for part in step_parts([len(x.prompt_ids) + len(x.target_ids) for x in batch], cfg.step_tokens):
+        rows = [batch[i] for i in part]
+        with autocast:
+            logits = pair_logits(model, [(x.prompt_ids, x.target_ids) for x in rows], pad=pad, device=device,
+                                 start=start, slack=slack)
+        loss = _loss(torch.log_softmax(logits.float(), dim=-1), rows, cfg, n_lm, n_soft)
+        if loss.requires_grad:  # rows with no term of their own (a replay row without distributions) add nothing
+            loss.backward()
+        total += float(loss.detach())
+    torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], 1.0)
+    opt.step()
+    return total, sum(len(x.prompt_ids) + len(x.target_ids) for x in batch)
+
+
+def _loss(logp_all: Any, rows: list[Any], cfg: Any, n_lm: int, n_soft: int) -> Any:
+    """`rows`' share of a step's loss: language-model loss on their targets (questions and
+    statements) summed over `n_lm`, the step's such targets, plus cross-entropy to the top-k
+    distributions (teacher, or base model on replay) summed over `n_soft`."""
+    import torch
+
     dev = logp_all.device
-    for x in batch:
+    loss = torch.zeros((), device=dev)
+    offset = 0
+    for x in rows:
         row_logp = logp_all[offset : offset + len(x.target_ids)]
         offset += len(x.target_ids)
         if x.kind != "replay":
             tgt = torch.tensor(x.target_ids, device=dev)
-            lm_terms.append(-row_logp.gather(1, tgt[:, None]).squeeze(1))
+            loss = loss - row_logp.gather(1, tgt[:, None]).sum() / n_lm
         if x.soft is not None:
             ids, t_logp = (t.to(dev) for t in x.soft)
             p = torch.softmax(t_logp, dim=-1)  # the teacher's top-k, renormalised
             weight = cfg.kl_replay if x.kind == "replay" else cfg.kl_teacher
-            soft_terms.append(weight * -(p * row_logp.gather(1, ids)).sum(-1))
-    loss = torch.zeros((), device=dev)
-    if lm_terms:
-        loss = loss + torch.cat(lm_terms).mean()
-    if soft_terms:
-        loss = loss + torch.cat(soft_terms).mean()
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], 1.0)
-    opt.step()
-    return float(loss.detach()), sum(len(p) + len(t) for p, t in pairs)
+            loss = loss - weight * (p * row_logp.gather(1, ids)).sum() / n_soft
+    return loss
