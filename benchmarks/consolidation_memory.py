@@ -32,6 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from consolidate_counterfact import DEFAULT_DATA, ROOT, write_domain  # noqa: E402
 from consolidate_scale import environment  # noqa: E402
 
+from kupdate.bench.report import write_outputs  # noqa: E402
+
 EXEMPLARS = ["What is 7 times 8?", "Who wrote Hamlet?", "How many continents are there?",
              "What is photosynthesis?", "The chemical symbol for gold is"]
 
@@ -130,11 +132,8 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
         print(f"{n} records: peak {rows[-1]['peak_mb']} MB (+{rows[-1]['consolidation_mb']}), {rows[-1]['wall_s']} s",
               file=sys.stderr)
-    (out / "results.json").write_text(json.dumps({"config": vars(args), "environment": environment(), "runs": rows}, indent=1) + "\n",
-                                      encoding="utf-8")
-    (out / "table.md").write_text(table(rows), encoding="utf-8")
-    plot(rows, out / "consolidation_memory.png")
-    print(table(rows))
+    write_outputs(out, {"config": vars(args), "environment": environment(), "runs": rows}, table(rows),
+                  lambda path: plot(rows, path), "consolidation_memory.png")
     print(f"results in {out}")
     return 0
 

@@ -19,7 +19,6 @@ Each group reports how many of its answers are fresh, stale or neither. Writes <
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -27,6 +26,8 @@ from collections import Counter
 from pathlib import Path
 
 from stale_fresh import environment, temporal_sets
+
+from kupdate.bench.report import write_outputs
 
 ROOT = Path(__file__).resolve().parents[1]
 GROUPS = ("own", "other", "open, none supports", "shut")
@@ -138,10 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     data = {"config": vars(args) | {"path": path}, "environment": environment(device),
             "wall_seconds": round(time.perf_counter() - start, 1), "result": result}
-    (out / "results.json").write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    (out / "table.md").write_text(table(result), encoding="utf-8")
-    plot(result, out / "outcomes.png")
-    print(table(result))
+    write_outputs(out, data, table(result), lambda path: plot(result, path), "outcomes.png")
     print(f"results in {out} ({data['wall_seconds']} s)")
     return 0
 

@@ -132,3 +132,18 @@ def save_figure(fig: Any, plt: Any, path: str | Path) -> Path:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def write_outputs(out: str | Path, data: dict[str, Any], table_md: str, draw: Any, figure: str) -> Path:
+    """A benchmark script's outputs in `out`: results.json (`data`), table.md (`table_md`) and the
+    plot `draw(path)` makes as `figure`; the table is also printed. Returns the results file."""
+    import json
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "results.json"
+    path.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    (out / "table.md").write_text(table_md, encoding="utf-8")
+    draw(out / figure)
+    print(table_md)
+    return path
