@@ -67,16 +67,19 @@ class FreshnessConfig:
     )
     same_value: float = _f(0.5, "Overlap (Jaccard) of two readings' added words from which they give the same value.")
     window: float = _f(
-        0.03, "A memory competes on a question (may outdate or be outdated) only when its best statement scores "
-        "within this of the best competitor's (versions of one fact answer it about equally well), or within "
-        "retrieval.window when it names what the question is about as fully as the memory holding the best."
+        0.03, "A memory competes on a question (may outdate or be outdated) when its best statement scores "
+        "within this of the best statement of all (versions of one fact worded alike answer it about equally well)."
+    )
+    version: float = _f(
+        0.75, "And only when one of its statements states another version of the best statement's fact: their "
+        "cosine plus its cosine with the question, the shared subject's words left out, at least this (docs/answering.md)."
     )
 
     def __post_init__(self) -> None:
         if self.candidates < 2:
             raise ConfigError("freshness.candidates must be >= 2")
-        if not 0 <= self.window <= 1:
-            raise ConfigError("freshness.window must be in [0, 1]")
+        if not 0 <= self.window <= 1 or not -2 <= self.version <= 2:
+            raise ConfigError("freshness.window must be in [0, 1] and freshness.version in [-2, 2]")
         if not (0 <= self.min_grounded <= 1 and 0 < self.same_value <= 1):
             raise ConfigError("freshness.min_grounded must be in [0, 1] and freshness.same_value in (0, 1]")
 

@@ -96,6 +96,41 @@ def test_only_memories_the_gate_would_quote_and_of_different_dates_compete():
     assert competitors([a, _Mem(4, "2020", 0.88)], threshold=0.6, window=0.15, limit=6) == []
 
 
+def test_statements_are_compared_on_what_they_say_of_the_subject_their_memories_share():
+    """Every statement retrieved for "who leads tarnwick foods?" names Tarnwick Foods, so the
+    name says nothing about which answers: each statement's `about` vector leaves the shared
+    subject's words out, and `asked` compares it with the question's, left out likewise."""
+    from kupdate.answering.notes import scored_statements
+    from kupdate.answering.query import Query
+    from kupdate.config import GateConfig
+    from kupdate.models.embedder import HashingEmbedder
+
+    emb = HashingEmbedder(256)
+    leads, plant = "Mira Olsen leads Tarnwick Foods.", "Tarnwick Foods opened a plant in Porto."
+    given = [_Mem(1, "2020"), _Mem(2, "2021")]
+    given[0].record.text, given[1].record.text = leads, plant
+    question = "who leads tarnwick foods?"
+    query = Query.build(question, {}, 100)
+    scored = scored_statements(query, emb.encode([question])[0], given, emb.encode, GateConfig())
+    by_text = {st.text: st for st in scored}
+    assert scored[0].text == leads
+    assert by_text[leads].asked > 0.3 > abs(by_text[plant].asked)  # nothing shared once the name is out
+    assert EN.without(plant, {EN.stem(w) for w in ("tarnwick", "foods")}) == "opened a plant in porto"
+
+
+def test_a_newer_memory_s_reading_does_not_propose_the_values_its_older_rivals_give():
+    """Read from "The Vintra amp replaced the Corra speaker ...", the value proposed is the one the
+    older memory does not give; the older memory's reading avoids nothing."""
+    from kupdate.answering.freshness import older_values
+    from kupdate.answering.notes import Note
+
+    old, new = _Mem(1, "2020"), _Mem(2, "2023")
+    notes_old = [Note(1, "Pellam Audio sells the Corra speaker.", "2020")]
+    notes_new = [Note(2, "The Vintra amp replaced the Corra speaker at Pellam Audio.", "2023")]
+    avoid = older_values([(old, notes_old), (new, notes_new)], EN)
+    assert avoid[0] == () and set(avoid[1]) == {"Pellam Audio", "Corra"}
+
+
 # -- the table, read by the real default models ----------------------------------------------------
 
 OLD, NEW = "2019-03-01", "2024-03-01"
@@ -131,6 +166,15 @@ CASES = [
      "The Harwick Museum reopened its east wing in May. Its collection now holds 40,000 objects. "
      "The museum is open every day but Monday.", "Who directs the Harwick Museum?", "Ines Vogel", None, True,
      "old"),
+    # a newer item on another attribute of the same subject, which the question's words match no
+    # worse than the answer (none has "headquartered"): it says something else of the subject
+    ("a newer item on another attribute", "Tarrow Press has its head office in Lisle. Its chief executive "
+     "is Ada Rook.", "Tarrow Press now works mainly with its new partner Belk Group. Tarrow Press reported "
+     "higher sales in the last quarter.", "where is tarrow press headquartered?", "Lisle", None, True, "old"),
+    # the new version worded otherwise, beside a fact the older memory does not have
+    ("a new version worded otherwise", "The chief executive of Kelvar Optics is Rena Holt. Kelvar Optics is "
+     "based in Dunmore.", "The board of Kelvar Optics appointed Ivo Brandt as CEO. Kelvar Optics employs "
+     "about 300 people.", "Who is the chief executive of Kelvar Optics?", "Ivo Brandt", "Rena Holt", True, "new"),
     # a later news story on a neighbouring topic, naming less of what is asked: it outdates nothing
     ("a later story on another subject", "The Norland film prize was back on television this week after a "
      "year off the air, following a row over its judges.",

@@ -36,7 +36,7 @@ from typing import Any
 from kupdate.answering.compose import final_prompt, one_of, quote
 from kupdate.answering.current import judge, rivals, winner
 from kupdate.answering.decoding import generate
-from kupdate.answering.freshness import Reading, reading_prompts
+from kupdate.answering.freshness import Reading, older_values, reading_prompts
 from kupdate.answering.gate import GateDecision, decide
 from kupdate.answering.notes import Note
 from kupdate.answering.query import Query
@@ -205,7 +205,7 @@ def _first_pass(kb: Any, items: list[_Item]) -> None:
             _choose(kb, it)
     questions = [it.question for it, rs in found for _ in rs]
     prompts, sources = reading_prompts(kb.llm.tokenizer, questions, [notes for _, rs in found for _, notes in rs])
-    avoids: list[tuple[str, ...]] = [()] * len(prompts)
+    avoids: list[tuple[str, ...]] = [a for it, rs in found for a in older_values(rs, kb.language)]
     for it in direct:
         prompt, own, avoid = final_prompt(kb, it.question, it.notes, it.outdated)
         prompts.append(prompt)

@@ -20,8 +20,9 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from kupdate.answering.freshness import Reading, competitors, read_notes, settle, value_of
-from kupdate.answering.notes import Note, scored_statements, statements
+from kupdate.answering.freshness import Reading, competitors, older_values, read_notes, settle, value_of
+from kupdate.answering.gate import supported
+from kupdate.answering.notes import Note, Statement, scored_statements, statements
 from kupdate.answering.query import Query
 from kupdate.answering.retrieval import Memory, retrieve
 from kupdate.text import plain
@@ -39,24 +40,40 @@ def rivals(kb: Any, query: Query, qvec: Any, memories: list[Memory], threshold: 
                                [m for m in memories if m.score >= threshold])
     if not scored:
         return []
-    top, lead = scored[0][0], scored[0][1]
+    lead = scored[0]
     out = []
     for m in chosen:
-        own = [(score, s) for score, mm, s in scored if mm is m]
-        # A memory naming what is asked about as fully as the leading one may be a version worded
-        # otherwise (a news item against a profile): it competes within the quote window. One naming
-        # less of it (a later story on a neighbouring topic) must be nearly as relevant.
-        names_all = m.entity > 0 and m.entity >= lead.entity
-        if not own or own[0][0] < top - (window if names_all else cfg.freshness.window):
-            continue  # none of its statements is about the question as much as another's
+        own = [st for st in scored if st.memory is m]
+        if not own:
+            continue
+        if m is not lead.memory:
+            # A memory competes with the statement that says what the best one says of their
+            # subject (another version of that fact, in any wording) and is about the question as
+            # much; a newer story on a neighbouring topic says something else and does not compete.
+            # Asked to pick among alternatives, a statement as relevant as the best that picks one
+            # out answers the question whatever its wording.
+            near = own[0].score >= lead.score - cfg.freshness.window
+            version = max(own, key=lambda st: _version(st, lead))
+            if _version(version, lead) < cfg.freshness.version:
+                if not (near and supported(query, own[0].text, cfg.gate.choice_margin) is not None):
+                    continue
+            elif not near:
+                out.append((m, [replace(Note.of(m, version.text), score=version.score)]))
+                continue
         if n <= 0 or len(statements(m.record.text, query.lang)) <= 1:
-            notes = [replace(Note.of(m), score=own[0][0])]
+            notes = [replace(Note.of(m), score=own[0].score)]
         else:
-            notes = [replace(Note.of(m, s), score=score) for score, s in own[:n] if score >= own[0][0] - window]
+            notes = [replace(Note.of(m, st.text), score=st.score) for st in own[:n] if st.score >= own[0].score - window]
         out.append((m, notes))
     if len({m.record.valid_from for m, _ in out}) < 2:
         return []
     return out
+
+
+def _version(st: Statement, lead: Statement) -> float:
+    """How surely `st` states another version of `lead`'s fact: their cosine plus its cosine with
+    the question, the shared subject's words left out of all three (docs/answering.md)."""
+    return float(st.about @ lead.about) + st.asked
 
 
 def judge(kb: Any, query: Query, competing: list[Memory], texts: list[str]) -> list[Reading]:
@@ -81,7 +98,7 @@ def read_competitors(kb: Any, question: str, query: Query, qvec: Any, memories: 
         return []
     cfg = kb.config
     texts = read_notes(kb.llm, question, [notes for _, notes in found], max_new_tokens=cfg.generation.max_new_tokens,
-                       copy_mix=cfg.generation.copy_mix, lang=query.lang)
+                       copy_mix=cfg.generation.copy_mix, lang=query.lang, avoid=older_values(found, query.lang))
     return judge(kb, query, [m for m, _ in found], texts)
 
 

@@ -132,9 +132,26 @@ def reading_prompts(tokenizer: Any, question: str | Sequence[str],
     return prompts, [[n.copy_text for n in group] for group in notes]
 
 
+def older_values(found: Sequence[tuple[Any, Sequence[Note]]], lang: Language) -> list[tuple[str, ...]]:
+    """For each competitor (memory, notes), the names its older competitors' notes give.
+
+    A newer memory naming an older one's value beside another ("The B replaced the A as ...")
+    reports the change from it, so read from it the other value comes first: these names are the
+    ones its reading does not propose as the value (`generate`'s `avoid`); it may still copy them."""
+    out = []
+    for m, _ in found:
+        day = m.record.valid_from or ""
+        names = {name for o, notes in found if (o.record.valid_from or "") < day
+                 for note in notes for name in lang.names(note.text)}
+        out.append(tuple(sorted(names)))
+    return out
+
+
 def read_notes(llm: Any, question: str | Sequence[str], notes: Sequence[Sequence[Note]], *, max_new_tokens: int,
-               copy_mix: float, lang: Language | None = None) -> list[str]:
-    """The answer to `question` from each group of notes alone, in one batch (greedy, first line)."""
+               copy_mix: float, lang: Language | None = None,
+               avoid: Sequence[Sequence[str]] | None = None) -> list[str]:
+    """The answer to `question` from each group of notes alone, in one batch (greedy, first line);
+    `avoid`: per group, names not proposed as its value (`older_values`)."""
     prompts, sources = reading_prompts(llm.tokenizer, question, notes)
     return generate(llm, prompts, max_new_tokens=max_new_tokens, copy_mix=copy_mix, row_sources=sources,
-                    first_line=True, lang=lang)
+                    row_avoid=avoid, first_line=True, lang=lang)

@@ -9,7 +9,7 @@ that answers it is one statement, so a Q/A note stays whole.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -89,25 +89,48 @@ def shared_subject(query: Query, neighbours: Sequence[Any]) -> frozenset[str]:
     return shared if len(shared) < len(set(query.terms)) else frozenset()
 
 
+@dataclass
+class Statement:
+    """One statement of a retrieved memory, scored for a question."""
+
+    score: float
+    memory: Any
+    text: str
+    # The statement's embedding without the words of the subject its memories share: what it says
+    # about that subject (two versions of one fact say the same thing of it, docs/answering.md).
+    about: np.ndarray = field(repr=False)
+    asked: float = 0.0  # cosine of `about` and the question, the subject's words left out of both
+
+
 def scored_statements(query: Query, qvec: np.ndarray, given: Sequence[Any], encode: Any,
-                      gate: GateConfig, neighbours: Sequence[Any] | None = None) -> list[tuple[float, Any, str]]:
-    """(relevance, memory, statement) for every statement of the `given` memories, best first,
-    all embedded in one batch. `neighbours`: the memories the question's subject is found from
+                      gate: GateConfig, neighbours: Sequence[Any] | None = None) -> list[Statement]:
+    """Every statement of the `given` memories scored for the question, best first, all embedded
+    in one batch. `neighbours`: the memories the question's subject is found from
     (`shared_subject`; default the `given` ones)."""
     pieces = [(m, s) for m in given for s in statements(m.record.text, query.lang)]
     if not pieces:
         return []
-    vecs = encode([s for _, s in pieces])
     subject = shared_subject(query, given if neighbours is None else neighbours)
+    # Every statement here names the subject the memories share, which then dominates their
+    # embeddings: they are compared with the question on what they say about it, its words left out.
+    drop = {query.lang.stem(t) for t in subject}
+    texts = [(query.lang.without(s, drop) or s) if drop else s for _, s in pieces]
+    if drop:
+        question = query.about or query.text  # what `qvec` embeds: the question less its alternatives
+        vecs = encode([query.lang.without(question, drop) or question, *texts])
+        asked, vecs = vecs[0], vecs[1:]
+    else:
+        asked, vecs = qvec, encode(texts)
     # Statements of the memories given share their subject, so the words asked weigh more in
     # picking among them than in the gate ("What does X make?": the statement saying what it
     # makes, not the one about who leads X).
     weights = replace(gate, dense_weight=FOCUS_DENSE_WEIGHT, lexical_weight=FOCUS_LEXICAL_WEIGHT,
                       entity_weight=1 - FOCUS_DENSE_WEIGHT - FOCUS_LEXICAL_WEIGHT)
-    scored = [(relevance(query, s, float(v @ qvec), weights, context=plain(m.record.text), subject=subject).score, i, m, s)
+    scored = [(relevance(query, s, float(v @ asked), weights, context=plain(m.record.text), subject=subject).score, i,
+               Statement(0.0, m, s, np.asarray(v, dtype=np.float32), float(v @ asked)))
               for i, ((m, s), v) in enumerate(zip(pieces, vecs))]
     scored.sort(key=lambda x: (-x[0], x[1]))
-    return [(score, m, s) for score, _, m, s in scored]
+    return [replace(st, score=score) for score, _, st in scored]
 
 
 def focus(query: Query, qvec: np.ndarray, given: Sequence[Any], encode: Any, gate: GateConfig,
@@ -118,4 +141,4 @@ def focus(query: Query, qvec: np.ndarray, given: Sequence[Any], encode: Any, gat
     if n <= 0 or sum(len(statements(m.record.text, query.lang)) for m in given) <= 1:
         return [Note.of(m) for m in given]
     scored = scored_statements(query, qvec, given, encode, gate, neighbours)
-    return [replace(Note.of(m, s), score=score) for score, m, s in scored[:n] if score >= scored[0][0] - window]
+    return [replace(Note.of(st.memory, st.text), score=st.score) for st in scored[:n] if st.score >= scored[0].score - window]

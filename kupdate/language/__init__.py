@@ -44,6 +44,11 @@ class Language:
     def stems(self, text: str) -> set[str]:
         return {self.stem(w) for w in self.words(text)}
 
+    def without(self, text: str, stems: set[str] | frozenset[str]) -> str:
+        """`text`'s words, lower-cased, less those whose stem is in `stems` ("Acme Corp moved to
+        Oslo." without {acme, corp} -> "moved to oslo")."""
+        return " ".join(w for w in self.words(text) if self.stem(w) not in stems)
+
     def name_terms(self, text: str) -> set[str]:
         """The content terms of the names `text` mentions."""
         return {t for name in self.names(text) for t in self.terms(name)}
