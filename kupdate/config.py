@@ -67,12 +67,14 @@ class FreshnessConfig:
     )
     same_value: float = _f(0.5, "Overlap (Jaccard) of two readings' added words from which they give the same value.")
     window: float = _f(
-        0.03, "A memory competes on a question (may outdate or be outdated) when its best statement scores "
-        "within this of the best statement of all (versions of one fact worded alike answer it about equally well)."
+        0.03, "A competing memory whose best statement scores within this of the best statement of all is read from "
+        "its best statements (else from its version statement); within it, one picking out an alternative the "
+        "question lists competes even below freshness.version."
     )
     version: float = _f(
-        0.75, "And only when one of its statements states another version of the best statement's fact: their "
-        "cosine plus its cosine with the question, the shared subject's words left out, at least this (docs/answering.md)."
+        0.75, "A memory competes on a question (may outdate or be outdated) when one of its statements states another "
+        "version of the best statement's fact: their cosine plus its cosine with the question, the shared subject's "
+        "words left out, at least this (docs/answering.md)."
     )
 
     def __post_init__(self) -> None:
