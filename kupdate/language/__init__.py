@@ -45,8 +45,8 @@ class Language:
         return {self.stem(w) for w in self.words(text)}
 
     def without(self, text: str, stems: set[str] | frozenset[str]) -> str:
-        """`text`'s words, lower-cased, less those whose stem is in `stems` ("Acme Corp moved to
-        Oslo." without {acme, corp} -> "moved to oslo")."""
+        """`text`'s words, lower-cased, less those whose stem is in `stems` ("Brisk Velto moved to
+        Oslo." without {brisk, velto} -> "moved to oslo")."""
         return " ".join(w for w in self.words(text) if self.stem(w) not in stems)
 
     def name_terms(self, text: str) -> set[str]:
