@@ -97,6 +97,8 @@ def run_setting(name: str, template: Path, out: Path, rounds: list[list[dict]], 
     from kupdate.config import dump_config
     from kupdate.consolidate import dataset, evaluate
     from kupdate.consolidate.run import current_records
+    from kupdate.metrics import rate
+    from kupdate.text import hits
 
     path = out / f"kb-{name}"
     rows = list(done_rows or [])
@@ -132,13 +134,22 @@ def run_setting(name: str, template: Path, out: Path, rounds: list[list[dict]], 
             again = evaluate.measure(kb, dataset.probes_for(first), first, [])
             first_recall = figure(again["fresh_recall"])
         training = report.get("training", {})
+        forced = None
+        if i == len(rounds) and report["status"] == "promoted":
+            # The adapter itself, forced on for every paraphrase: what routing can reach at most.
+            para = [(q, c["answer"]) for r in current for c in [(r.meta or {}).get("checks") or {}]
+                    for q in c.get("paraphrases", []) if c.get("answer")]
+            got, _ = evaluate.answers(kb, [q for q, _ in para], forced=kb.adapters.route_to(DOMAIN), first_line=True)
+            forced = rate([hits(a, w) for a, (_, w) in zip(got, para)]).to_dict() if para else None
         rows.append({"round": i, "facts": done, "status": report["status"], "seconds": round(seconds, 1),
                      "phases": report["seconds"], "fresh_recall": after["fresh_recall"],
                      "paraphrase_recall": after.get("paraphrase_recall"), "locality": after["locality"],
                      "round1_recall": first_recall, "epochs": training.get("epochs"), "passes": training.get("passes"),
                      "checked_at": training.get("checked_at"),
                      "examples_per_s": training.get("examples_per_s"),
-                     "recalled_per_epoch": training.get("recalled_per_epoch"), "data": report["data"]})
+                     "recalled_per_epoch": training.get("recalled_per_epoch"), "data": report["data"],
+                     "paraphrases_routed": after.get("paraphrases_routed"), "paraphrase_forced": forced,
+                     "mask": report.get("mask"), "routing": report.get("routing")})
         print(f"[consolidate_scale] {name} round {i}: {done} facts, {seconds:.0f} s, fresh "
               f"{figure(after['fresh_recall']):.2f}, locality {figure(after['locality']):.2f}", file=sys.stderr)
         on_round(figures(overrides, rows, time.perf_counter() - start, finished=i == len(rounds)))
@@ -168,13 +179,21 @@ def table(results: dict) -> str:
     def rate(r: dict | None) -> str:
         return "-" if r is None else f"{r['value']:.2f} [{r['low']:.2f}, {r['high']:.2f}]"
 
+    def share(x: float | None) -> str:
+        return "-" if x is None else f"{x:.2f}"
+
     lines = ["| setting | round | facts | status | passes | examples/s | seconds | fresh recall | paraphrase | "
-             "locality | round-1 recall |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "paraphrases routed | paraphrase, adapter forced on | mask share | locality | round-1 recall |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, s in results["settings"].items():
         for r in s["rounds"]:
+            n_para = (r.get("paraphrase_recall") or {}).get("n")
+            routed = r.get("paraphrases_routed")
             lines.append(f"| {name} | {r['round']} | {r['facts']} | {r['status']} | {r.get('passes') or r['epochs']} | "
                          f"{r['examples_per_s']} | {r['seconds']:.0f} | {rate(r['fresh_recall'])} | "
-                         f"{rate(r['paraphrase_recall'])} | {rate(r['locality'])} | {r['round1_recall']:.2f} |")
+                         f"{rate(r['paraphrase_recall'])} | {share(routed / n_para if routed is not None and n_para else None)} | "
+                         f"{rate(r.get('paraphrase_forced'))} | {share((r.get('mask') or {}).get('density'))} | "
+                         f"{rate(r['locality'])} | {r['round1_recall']:.2f} |")
     notes = []
     for name, s in results["settings"].items():
         forget = "" if s["forgetting"] is None else f", forgetting (round-1 recall, end minus after round 1) {s['forgetting']:+.2f}"

@@ -36,7 +36,7 @@ class DomainTrainer:
                 weights: Any = None) -> dict[str, Any]:
         """Build the training set and score the entries; an incremental round (`start`, with the
         serving version's `weights` and mask) starts from those weights and keeps that mask."""
-        from kupdate.consolidate import dataset, incremental, train
+        from kupdate.consolidate import dataset, incremental, masks, train
 
         cfg = self.config.consolidation
         t = time.perf_counter()
@@ -44,12 +44,13 @@ class DomainTrainer:
         build = time.perf_counter() - t
         train.attach(self.llm, name, cfg)
         self.name = name
-        examples, out = tset.examples, {"data": tset.stats, "build": build, "device": str(self.llm.device)}
+        examples, out = tset.examples, {"data": tset.stats, "build": build, "device": str(self.llm.device),
+                                        "keys": dataset.router_keys(records, tset.examples)}
         if start is not None:
             examples, _ = incremental.begin(self.llm, name, tset, records, start, weights, cfg)
             out["mask"] = weights[1]
         self.trainer = train.Trainer(self.llm, examples, cfg, name=name)
-        if start is None:
+        if start is None or masks.short(weights[1], masks.share(cfg, len(records))):
             out["importance"] = {n: v.cpu() for n, v in self.trainer.importance().items()}
         return out
 
@@ -64,16 +65,21 @@ class DomainTrainer:
 
 
 def allot(importance: dict[str, dict[str, Any]], serving_masks: dict[str, dict[str, Any]],
-          density: float, kept: dict[str, dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
-    """Masks for domains trained together, in name order: each leaves out the other domains'
-    serving masks and the masks allotted before it. `kept`: domains continuing their serving
-    version (incremental rounds) keep its mask, already disjoint from the others'."""
+          shares: dict[str, float], kept: dict[str, dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
+    """Masks for domains trained together, in name order, each holding its share (`masks.share`):
+    each leaves out the other domains' serving masks and the masks allotted before it. `kept`:
+    domains continuing their serving version (incremental rounds) keep its mask, already disjoint
+    from the others', grown (`masks.grow`) to their share."""
     from kupdate.consolidate import masks
 
     allotted: dict[str, dict[str, Any]] = dict(kept or {})
     for domain in sorted(importance):
-        held = [m for d, m in serving_masks.items() if d != domain] + list(allotted.values())
-        allotted[domain] = masks.select(importance[domain], density, masks.union(held) if held else None)
+        held = [m for d, m in serving_masks.items() if d != domain] + [m for d, m in allotted.items() if d != domain]
+        taken = masks.union(held) if held else None
+        if domain in allotted:
+            allotted[domain] = masks.grow(allotted[domain], importance[domain], shares[domain], taken)
+        else:
+            allotted[domain] = masks.select(importance[domain], shares[domain], taken)
     return allotted
 
 
@@ -107,7 +113,7 @@ def consolidate_on_ray(kb: Any, todo: list[tuple[str, list[Any]]], *, progress: 
         prepared = dict(zip([j[0] for j in jobs], ray.get([j[5] for j in jobs])))
         serving = {d: masks.load(p) for d, (_, p) in served.serving().items()}
         allotted = allot({d: p["importance"] for d, p in prepared.items() if "importance" in p}, serving,
-                         kb.config.consolidation.density,
+                         {d: masks.share(kb.config.consolidation, len(r)) for d, r in todo},
                          kept={d: p["mask"] for d, p in prepared.items() if "mask" in p})
         trained = ray.get([actor.train.remote(allotted[d]) for d, _, _, _, actor, _ in jobs])
     finally:
@@ -126,5 +132,6 @@ def consolidate_on_ray(kb: Any, todo: list[tuple[str, list[Any]]], *, progress: 
         disjoint = sorted(({d for d in serving if d != domain}) | {d for d, _ in todo if d != domain})
         progress_say(domain, version, progress)(f"trained {out['result'].steps} steps; measuring the candidate")
         reports.append(judge(kb, Candidate(domain, version, folder, records, probes, prep["data"], out["result"],
-                                           before, seconds, start, disjoint, prep["device"]), exemplars))
+                                           before, seconds, start, disjoint, prep["device"], prep["keys"]),
+                           exemplars))
     return reports

@@ -65,6 +65,10 @@ class Example:
     # again first (`Trainer._focused`).
     check: tuple[Any, str] | None = None
     fact: str = ""  # the statement a statement or question example teaches ("" for replay)
+    # A question the model wrote about the fact's subject, without the unrelated text put in front
+    # of it: one of the adapter's routing keys (`router_keys`). Empty for every other example (the
+    # cloze's own forms route by its stem) and in builds made before keys were kept.
+    key: str = ""
 
 
 @dataclass
@@ -113,6 +117,17 @@ def asked(sentence: str) -> str:
     not when it happens to name the fact's value."""
     c = cloze(sentence)
     return c[0] if c else sentence.strip()
+
+
+def router_keys(records: Sequence[Any], examples: Sequence[Example]) -> list[str]:
+    """An adapter's routing keys, each once: what each of `records`' statements is about (`asked`),
+    then the questions the model wrote about their subjects, which the adapter was trained to
+    answer with the fact (`Example.key`). A question worded unlike the statement but like one of
+    those is routed to the adapter that learnt to answer it."""
+    facts = [s for r in records for s in statements(r)]
+    current = set(facts)
+    keys = [asked(s) for s in facts] + [x.key for x in examples if x.key and x.fact in current]
+    return list(dict.fromkeys(keys))
 
 
 def reply_value(reply: str) -> str:
@@ -316,7 +331,7 @@ def _build_records(llm: Any, facts: list[tuple[Any, str, Any]], about: list[str]
     tok = llm.tokenizer
     eos = [tok.eos_token_id] if tok.eos_token_id is not None else []
     out: dict[int, RecordWork] = {}
-    asked: list[tuple[str, str, str, Any]] = []  # (question, statement, cloze answer, record)
+    asked: list[tuple[str, str, str, Any, str]] = []  # (question, statement, cloze answer, record, key)
     cloze_at: set[int] = set()
     # Generation runs in larger batches than the forward passes (decoding steps are its cost).
     rows = max(batch_size, GENERATION_BATCH)
@@ -330,21 +345,20 @@ def _build_records(llm: Any, facts: list[tuple[Any, str, Any]], about: list[str]
             rng = random.Random(f"{seed}:{r.id}:{s}")
             picked = rng.sample(pool, min(contexts + 1, len(pool)))
             cloze_at.add(len(asked))  # the first form asked is the cloze itself
-            mine_asked = [(q, s, c[1], r) for q in questions(c[0], picked[:contexts])]
+            mine_asked = [(q, s, c[1], r, "") for q in questions(c[0], picked[:contexts])]
             mine = written.get(subj, [])
             # One written question after unrelated text too, as paraphrases often come.
-            mine = [f"{picked[-1].rstrip()} {q}" if i == 0 and len(picked) > contexts else q
-                    for i, q in enumerate(mine)]
-            mine_asked += [(q, s, c[1], r) for q in mine]
+            mine_asked += [(f"{picked[-1].rstrip()} {q}" if i == 0 and len(picked) > contexts else q, s, c[1], r, q)
+                           for i, q in enumerate(mine)]
             asked += mine_asked
             work.questions += len(mine_asked)
             work.written += len(mine)
     # The teacher: the model with the statement as its only memory note.
-    teacher_prompts = [memory_prompt(tok, q, [Note(r.id, s, r.valid_from or "")]) for q, s, _, r in asked]
-    answers = _teacher_answers(llm, teacher_prompts, [s for _, s, _, _ in asked], copy_mix=copy_mix,
+    teacher_prompts = [memory_prompt(tok, q, [Note(r.id, s, r.valid_from or "")]) for q, s, _, r, _ in asked]
+    answers = _teacher_answers(llm, teacher_prompts, [s for _, s, _, _, _ in asked], copy_mix=copy_mix,
                                max_new_tokens=max_new_tokens, batch_size=rows)
     made = []
-    for i, ((q, s, want, r), tp, a) in enumerate(zip(asked, teacher_prompts, answers)):
+    for i, ((q, s, want, r, key), tp, a) in enumerate(zip(asked, teacher_prompts, answers)):
         full = f"{tp.prefill} {a}".strip() if tp.prefill else a
         if hits(full, want):
             out[r.id].from_teacher += 1
@@ -352,7 +366,7 @@ def _build_records(llm: Any, facts: list[tuple[Any, str, Any]], about: list[str]
             full = s
         asking = base_prompt(tok, q)
         x = Example(_ids(tok, asking.text), _ids(tok, full) + eos, "question", teacher=_ids(tok, tp.text),
-                    check=(asking, want) if i in cloze_at else None, fact=s)
+                    check=(asking, want) if i in cloze_at else None, fact=s, key=key)
         out[r.id].examples.append(x)
         made.append(x)
     _soft_targets(llm, made, batch_size=batch_size)

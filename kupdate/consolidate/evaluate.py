@@ -63,8 +63,9 @@ def measure(kb: Any, probes: Sequence[Any], records: Sequence[Any], exemplars: S
     para = [(q, c["answer"]) for r in records for c in [(r.meta or {}).get("checks") or {}]
             for q in c.get("paraphrases", []) if c.get("answer")]
     if para:
-        got, _ = answers(kb, [q for q, _ in para], first_line=True)
+        got, routed = answers(kb, [q for q, _ in para], first_line=True)
         metrics["paraphrase_recall"] = rate([hits(a, want) for a, (_, want) in zip(got, para)]).to_dict()
+        metrics["paraphrases_routed"] = sum(routed)
     metrics["locality"] = _locality(kb, exemplars, records).to_dict()
     if forced is not None:
         sample = [e for e in exemplars if (e.meta or {}).get("base_answer") is not None][:FORCED_LOCALITY_N]

@@ -154,6 +154,7 @@ class Candidate:
     started: float
     disjoint_from: list[str]
     device: str
+    keys: list[str] | None = None  # routing keys (`dataset.router_keys`); None: the statements' `asked`
 
 
 def progress_say(domain: str, version: str, progress: bool) -> Any:
@@ -219,7 +220,7 @@ def consolidate_domain(kb: Any, domain: str, records: list[Any], *, progress: bo
             say(f"continuing {step['from']}: {step['new_records']} new records, "
                 f"{step['rehearsed_examples']} examples rehearsed")
         result = train.train(kb.llm, examples, cfg, name=name, taken=taken, progress=progress, partial=partial,
-                             mask=mask)
+                             mask=mask, density=masks.share(cfg, len(records)))
         seconds["train"] = result.seconds
         _save_adapter(kb.llm.model, name, folder)
     except BaseException:
@@ -227,7 +228,8 @@ def consolidate_domain(kb: Any, domain: str, records: list[Any], *, progress: bo
         raise
     say(f"trained {result.steps} steps ({result.passes:.2f} passes) in {result.seconds:.0f} s; measuring the candidate")
     report = judge(kb, Candidate(domain, version, folder, records, tset.probes, tset.stats, result, before,
-                                 seconds, start, sorted(others), str(kb.llm.device)), exemplars)
+                                 seconds, start, sorted(others), str(kb.llm.device),
+                                 dataset.router_keys(records, tset.examples)), exemplars)
     partial.clear()
     return report
 
@@ -241,7 +243,7 @@ def judge(kb: Any, c: Candidate, exemplars: list[Any]) -> dict[str, Any]:
     served, name = kb.adapters, adapter_name(c.domain, c.version)
     try:
         masks.save(c.result.mask, c.folder)
-        texts = [dataset.asked(s) for r in c.records for s in dataset.statements(r)]
+        texts = c.keys or [dataset.asked(s) for r in c.records for s in dataset.statements(r)]
         keys = kb.embedder.encode(texts)
         save_router(c.folder, texts, keys, kb.config.embedder)
         served.override[c.domain] = (c.version, c.folder)
@@ -273,7 +275,7 @@ def judge(kb: Any, c: Candidate, exemplars: list[Any]) -> dict[str, Any]:
         "dtype": str(kb.llm.dtype),
         "model": kb.config.model,
         "data": c.data,
-        "mask": {"density": cfg.density, "entries": held, "of": total, "disjoint_from": c.disjoint_from},
+        "mask": {"density": round(held / total, 4), "entries": held, "of": total, "disjoint_from": c.disjoint_from},
         "losses": {"first": result.losses[0] if result.losses else None,
                    "last": result.losses[-1] if result.losses else None,
                    "per_step": result.losses},
