@@ -325,7 +325,7 @@ def test_the_shared_prompt_start_gives_the_same_logits_and_still_trains_the_adap
     import torch
 
     from kupdate.answering.prompt import chat_text
-    from kupdate.consolidate import train
+    from kupdate.consolidate import step, train
 
     llm, cfg = learner.llm, learner.config.consolidation
     tok = llm.tokenizer
@@ -336,19 +336,19 @@ def test_the_shared_prompt_start_gives_the_same_logits_and_still_trains_the_adap
              ("Who leads Brindlemoor Robotics?", "who is the ceo?", "Where is the headquarters of Veltrane Dynamics?")]
     body = ids("Veltrane Dynamics is based in Lisbon.")
     pairs.append((body[:1], body[1:]))  # a statement: no chat template, does not begin with the start
-    start = train.shared_prefix([p for p, _ in pairs[:3]])
+    start = step.shared_prefix([p for p, _ in pairs[:3]])
     assert start and all(p[: len(start)] == start for p, _ in pairs[:3]) and pairs[3][0][: len(start)] != start
     params = train.adapter_params(model, "probe")
     with torch.no_grad():
         for p in params.values():
             p.add_(0.05 * torch.randn_like(p))  # an adapter that changes the outputs
-        whole = train.pair_logits(model, pairs, pad=0, device=llm.device)
-        shared = train.pair_logits(model, pairs, pad=0, device=llm.device, start=start)
+        whole = step.pair_logits(model, pairs, pad=0, device=llm.device)
+        shared = step.pair_logits(model, pairs, pad=0, device=llm.device, start=start)
     assert shared.shape == whole.shape == (sum(len(t) for _, t in pairs), whole.shape[-1])
     assert torch.allclose(shared, whole, atol=1e-4)
     for p in params.values():
         p.requires_grad_(True)
-    train.pair_logits(model, pairs, pad=0, device=llm.device, start=start).logsumexp(-1).sum().backward()
+    step.pair_logits(model, pairs, pad=0, device=llm.device, start=start).logsumexp(-1).sum().backward()
     assert sum(float(p.grad.abs().sum()) for p in params.values() if p.grad is not None) > 0
     learner.adapters.unload("probe")
 
@@ -361,7 +361,7 @@ def test_rows_of_very_different_lengths_train_in_separate_passes_with_the_same_l
 
     from kupdate.answering.prefill import slack_groups
     from kupdate.answering.prompt import chat_text
-    from kupdate.consolidate import train
+    from kupdate.consolidate import step, train
 
     llm, cfg = learner.llm, learner.config.consolidation
     tok = llm.tokenizer
@@ -375,7 +375,7 @@ def test_rows_of_very_different_lengths_train_in_separate_passes_with_the_same_l
              (ask("When does the ferry run?"), long_answer),
              (ask("who is the ceo?"), ids(" Ada Brook.")),
              (ask("Where is the head office?"), ids(" In Lisbon."))]
-    start = train.shared_prefix([p for p, _ in pairs])
+    start = step.shared_prefix([p for p, _ in pairs])
     own = [len(p) - len(start) + len(t) for p, t in pairs]
     assert len(slack_groups(own, cfg.pass_slack)) > 1  # the long row runs apart
     params = train.adapter_params(model, "groups")
@@ -385,8 +385,8 @@ def test_rows_of_very_different_lengths_train_in_separate_passes_with_the_same_l
     for p in params.values():
         p.requires_grad_(True)
     grads = []
-    for run in (lambda: train.pair_logits(model, pairs, pad=0, device=llm.device, start=start, slack=cfg.pass_slack),
-                lambda: train._pair_logits(model, pairs, [True] * len(pairs), pad=0, device=llm.device, start=start)):
+    for run in (lambda: step.pair_logits(model, pairs, pad=0, device=llm.device, start=start, slack=cfg.pass_slack),
+                lambda: step._pair_logits(model, pairs, [True] * len(pairs), pad=0, device=llm.device, start=start)):
         logits = run()
         assert logits.shape[0] == sum(len(t) for _, t in pairs)
         logits.log_softmax(-1)[torch.arange(logits.shape[0]), torch.tensor([x for _, t in pairs for x in t])].sum().backward()
@@ -618,7 +618,7 @@ def test_a_step_split_to_fit_its_token_budget_makes_the_same_update_as_one_pass(
     import torch
 
     from kupdate.answering.prompt import chat_text
-    from kupdate.consolidate import train
+    from kupdate.consolidate import step, train
 
     llm, cfg = learner.llm, learner.config.consolidation
     tok = llm.tokenizer
@@ -634,7 +634,7 @@ def test_a_step_split_to_fit_its_token_budget_makes_the_same_update_as_one_pass(
                             ("Name the ferry's home port.", " The north pier.", "statement")]]
     lengths = [len(x.prompt_ids) + len(x.target_ids) for x in rows]
     budget = max(lengths) + 1
-    assert len(train.step_parts(lengths, budget)) > 1 and train.step_parts(lengths, 0) == [sorted(range(4), key=lambda i: (lengths[i], i))]
+    assert len(step.step_parts(lengths, budget)) > 1 and step.step_parts(lengths, 0) == [sorted(range(4), key=lambda i: (lengths[i], i))]
     params = train.adapter_params(model, "budget")
     with torch.no_grad():
         for p in params.values():
@@ -650,7 +650,7 @@ def test_a_step_split_to_fit_its_token_budget_makes_the_same_update_as_one_pass(
         opt = torch.optim.SGD(list(params.values()), lr=1.0)
         step_cfg = copy.copy(cfg)
         step_cfg.step_tokens, step_cfg.pass_slack = tokens, 0.0
-        loss, _ = train._step(model, opt, rows, step_cfg, 0, llm.device)
+        loss, _ = step.step(model, opt, rows, step_cfg, 0, llm.device)
         after.append((loss, {n: p.detach().clone() for n, p in params.items()}))
     (loss_one, one), (loss_split, split) = after
     assert abs(loss_one - loss_split) < 1e-4 * max(1.0, abs(loss_one))

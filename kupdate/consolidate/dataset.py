@@ -390,7 +390,8 @@ def _soft_targets(llm: Any, examples: list[Example], *, batch_size: int) -> None
     example's target tokens, teacher-forced, with any adapter switched off."""
     import torch
 
-    from kupdate.consolidate.train import adapters_off, pair_logits, shared_prefix
+    from kupdate.consolidate.step import pair_logits, shared_prefix
+    from kupdate.consolidate.train import adapters_off
 
     model = llm.model
     with torch.no_grad(), adapters_off(model):
