@@ -148,10 +148,6 @@ class ConsolidationConfig:
     min_new_records: int = _f(20, "A domain is due once it has this many records not yet consolidated...")
     min_interval: str = _f("6h", "...and its last consolidation is at least this old ('30m', '6h', '2d').")
     density: float = _f(0.1, "Share of adapter entries a domain's sparse mask lets change (disjoint across domains).")
-    density_records: int = _f(
-        100, "A domain of more records than this holds density x records / density_records of the entries "
-        "(an incremental round adds entries to the serving mask), so later records get entries too...")
-    max_density: float = _f(0.5, "...up to this share (at most density: masks never grow).")
     rank: int = _f(8, "LoRA rank of the domain adapters.")
     alpha: float = _f(16.0, "LoRA alpha (scaling = alpha / rank).")
     learning_rate: float = _f(2e-2, "AdamW learning rate of the adapter entries inside the mask.")
@@ -196,9 +192,6 @@ class ConsolidationConfig:
     def __post_init__(self) -> None:
         if not 0 < self.density <= 1:
             raise ConfigError(f"consolidation.density must be in (0, 1], got {self.density}")
-        if not 0 < self.max_density <= 1 or self.density_records < 1:
-            raise ConfigError(f"consolidation.max_density must be in (0, 1] (got {self.max_density}) "
-                              f"and density_records >= 1 (got {self.density_records})")
         if self.rank < 1 or self.epochs < 1 or self.batch_size < 1 or self.min_new_records < 1:
             raise ConfigError("consolidation.rank, epochs, batch_size and min_new_records must be >= 1")
         if self.learning_rate <= 0 or self.kl_teacher < 0 or self.kl_replay < 0 or self.replay < 0 or self.contexts < 0 \

@@ -94,24 +94,6 @@ def test_mask_selection_respects_density_and_taken_entries():
     assert masks.overlap(first, second) == 0 and masks.count(second)[0] == 10
 
 
-def test_a_domain_holds_more_entries_as_it_grows_and_grown_masks_keep_theirs():
-    import types
-
-    import torch
-
-    cfg = types.SimpleNamespace(density=0.1, density_records=100, max_density=0.3)
-    assert [masks.share(cfg, n) for n in (1, 100, 200, 250, 1000)] == [0.1, 0.1, 0.2, 0.25, 0.3]
-    imp = {"a": torch.arange(100.0).view(10, 10)}
-    first = masks.select(imp, 0.1, None)
-    other = {"a": torch.zeros(10, 10, dtype=torch.bool)}
-    other["a"].view(-1)[80:90] = True  # the next most important entries belong to another domain
-    grown = masks.grow(first, imp, 0.2, other)
-    assert masks.count(grown) == (20, 100) and masks.overlap(grown, first) == 10
-    assert masks.overlap(grown, other) == 0 and bool(grown["a"].view(-1)[70:80].all())
-    assert masks.short(first, 0.2) and not masks.short(grown, 0.2)
-    assert masks.grow(grown, imp, 0.1, other)["a"].equal(grown["a"])  # never shrinks
-
-
 def test_routing_keys_are_the_statements_stems_then_the_questions_written_about_them():
     ex = [dataset.Example([1], [2], "question", fact="Orvik Mills is based in Tarn.", key="Orvik Mills makes"),
           dataset.Example([1], [2], "question", fact="Orvik Mills is based in Tarn.", key="Orvik Mills makes"),
@@ -521,23 +503,6 @@ def test_an_incremental_round_continues_the_serving_version_on_what_is_new(learn
                                                                "domain": "orgs"}) + "\n")])
     [rebuilt] = learner.consolidate("orgs").reports
     assert "incremental" not in rebuilt["data"]
-
-
-def test_an_incremental_round_of_a_growing_domain_adds_entries_to_the_serving_mask(learner, tmp_path):
-    c = learner.config.consolidation
-    c.density, c.density_records, c.max_density = 0.4, 2, 0.55
-    ingest(learner, tmp_path, "orgs")
-    [first] = learner.consolidate("orgs").reports
-    assert first["status"] == "promoted", first["decision"]
-    learner.ingest([write(tmp_path / "more.jsonl", json.dumps({"text": "The capital of Zentaria is Paris.",
-                                                               "domain": "orgs"}) + "\n")])
-    [second] = learner.consolidate("orgs").reports
-    assert second["data"]["incremental"]["from"] == first["version"]
-    v1, v2 = (masks.load(learner.adapters.registry.get("orgs", r["version"]).path) for r in (first, second))
-    # 2 records: 0.4 of the entries; 3 records: 0.6, at most 0.55, every entry of the first version kept.
-    assert first["mask"]["density"] == pytest.approx(0.4, abs=0.01)
-    assert second["mask"]["density"] == pytest.approx(0.55, abs=0.01)
-    assert masks.overlap(v1, v2) == masks.count(v1)[0] < masks.count(v2)[0]
 
 
 def _record(i: int, subject: str, obj: str):

@@ -155,22 +155,3 @@ def test_local_engine_imports_no_ray(tiny_kb, tmp_path):
               "print(code, 'ray' in sys.modules)")
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert proc.stdout.split()[-2:] == ["0", "False"], proc.stderr
-
-
-def test_the_driver_grows_a_continuing_domains_mask_clear_of_the_others():
-    """`allot`: a domain continuing its serving version keeps that mask and, when its share has
-    grown, adds its most important entries that no other domain holds; a new domain gets its share
-    of what is left."""
-    import torch
-
-    from kupdate.compute.ray_consolidate import allot
-
-    imp = {"w": torch.arange(100.0).view(10, 10)}
-    mine = masks.select(imp, 0.1, None)  # entries 90-99
-    theirs = {"w": torch.zeros(10, 10, dtype=torch.bool)}
-    theirs["w"].view(-1)[80:90] = True
-    got = allot({"a": imp, "b": imp}, {"a": mine, "z": theirs}, {"a": 0.2, "b": 0.1}, kept={"a": mine})
-    assert masks.overlap(got["a"], mine) == 10 and masks.count(got["a"])[0] == 20
-    assert bool(got["a"]["w"].view(-1)[70:80].all())  # next after its own, past the other domain's
-    assert masks.overlap(got["a"], theirs) == masks.overlap(got["b"], theirs) == masks.overlap(got["a"], got["b"]) == 0
-    assert bool(got["b"]["w"].view(-1)[60:70].all()) and masks.count(got["b"])[0] == 10

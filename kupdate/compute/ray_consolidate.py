@@ -36,7 +36,7 @@ class DomainTrainer:
                 weights: Any = None) -> dict[str, Any]:
         """Build the training set and score the entries; an incremental round (`start`, with the
         serving version's `weights` and mask) starts from those weights and keeps that mask."""
-        from kupdate.consolidate import dataset, incremental, masks, train
+        from kupdate.consolidate import dataset, incremental, train
 
         cfg = self.config.consolidation
         t = time.perf_counter()
@@ -50,7 +50,7 @@ class DomainTrainer:
             examples, _ = incremental.begin(self.llm, name, tset, records, start, weights, cfg)
             out["mask"] = weights[1]
         self.trainer = train.Trainer(self.llm, examples, cfg, name=name)
-        if start is None or masks.short(weights[1], masks.share(cfg, len(records))):
+        if start is None:
             out["importance"] = {n: v.cpu() for n, v in self.trainer.importance().items()}
         return out
 
@@ -65,21 +65,16 @@ class DomainTrainer:
 
 
 def allot(importance: dict[str, dict[str, Any]], serving_masks: dict[str, dict[str, Any]],
-          shares: dict[str, float], kept: dict[str, dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
-    """Masks for domains trained together, in name order, each holding its share (`masks.share`):
-    each leaves out the other domains' serving masks and the masks allotted before it. `kept`:
-    domains continuing their serving version (incremental rounds) keep its mask, already disjoint
-    from the others', grown (`masks.grow`) to their share."""
+          density: float, kept: dict[str, dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
+    """Masks for domains trained together, in name order: each leaves out the other domains'
+    serving masks and the masks allotted before it. `kept`: domains continuing their serving
+    version (incremental rounds) keep its mask, already disjoint from the others'."""
     from kupdate.consolidate import masks
 
     allotted: dict[str, dict[str, Any]] = dict(kept or {})
     for domain in sorted(importance):
-        held = [m for d, m in serving_masks.items() if d != domain] + [m for d, m in allotted.items() if d != domain]
-        taken = masks.union(held) if held else None
-        if domain in allotted:
-            allotted[domain] = masks.grow(allotted[domain], importance[domain], shares[domain], taken)
-        else:
-            allotted[domain] = masks.select(importance[domain], shares[domain], taken)
+        held = [m for d, m in serving_masks.items() if d != domain] + list(allotted.values())
+        allotted[domain] = masks.select(importance[domain], density, masks.union(held) if held else None)
     return allotted
 
 
@@ -113,7 +108,7 @@ def consolidate_on_ray(kb: Any, todo: list[tuple[str, list[Any]]], *, progress: 
         prepared = dict(zip([j[0] for j in jobs], ray.get([j[5] for j in jobs])))
         serving = {d: masks.load(p) for d, (_, p) in served.serving().items()}
         allotted = allot({d: p["importance"] for d, p in prepared.items() if "importance" in p}, serving,
-                         {d: masks.share(kb.config.consolidation, len(r)) for d, r in todo},
+                         kb.config.consolidation.density,
                          kept={d: p["mask"] for d, p in prepared.items() if "mask" in p})
         trained = ray.get([actor.train.remote(allotted[d]) for d, _, _, _, actor, _ in jobs])
     finally:

@@ -9,11 +9,6 @@ Importance is measured by a short dense warm-up on the domain's data: entries th
 under Adam (|theta - theta0|, i.e. the ones whose gradient points the same way step after step)
 matter the most. LoRA's B starts at zero, so A has no gradient until B has moved; the warm-up is
 what gives A's entries a score. The parameters are then reset and trained under the mask.
-
-A domain's share grows with its records (`share`): `density` up to `density_records` records, in
-proportion beyond, up to `max_density`, so that each record has as many entries to be learnt in
-as the first ones had. An incremental round keeps the serving mask and adds the most important
-free entries up to the domain's new share (`grow`; docs/consolidation.md, "Incremental rounds").
 """
 
 from __future__ import annotations
@@ -41,34 +36,6 @@ def select(importance: Mapping[str, Any], density: float, taken: Mapping[str, An
             mask[torch.topk(score, k).indices] = True
         masks[name] = mask.view(importance[name].shape)
     return masks
-
-
-def share(cfg: Any, records: int) -> float:
-    """The share of adapter entries a domain of `records` records holds (`cfg`: [consolidation])."""
-    return min(max(cfg.max_density, cfg.density), cfg.density * max(1.0, records / cfg.density_records))
-
-
-def short(mask: Mapping[str, Any], target: float) -> bool:
-    """Whether some tensor of `mask` holds fewer than the `target` share of its entries."""
-    return any(round(target * m.numel()) > int(m.sum()) for m in mask.values())
-
-
-def grow(mask: Mapping[str, Any], importance: Mapping[str, Any], target: float,
-         taken: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """`mask` plus, per tensor, the most important entries neither it nor `taken` holds, up to the
-    `target` share of the tensor (a mask already that large is returned as it is)."""
-    out = {}
-    for name, m in mask.items():
-        held = m.clone()
-        if taken and name in taken and tuple(taken[name].shape) == tuple(m.shape):
-            held |= taken[name].to(m.device)
-        extra = max(0, round(target * m.numel()) - int(m.sum()))
-        if not extra or name not in importance:
-            out[name] = m
-            continue
-        more = select({name: importance[name]}, extra / m.numel(), {name: held})[name]
-        out[name] = m | more.to(m.device)
-    return out
 
 
 def union(masks: Iterable[Mapping[str, Any]]) -> dict[str, Any]:

@@ -220,7 +220,7 @@ def consolidate_domain(kb: Any, domain: str, records: list[Any], *, progress: bo
             say(f"continuing {step['from']}: {step['new_records']} new records, "
                 f"{step['rehearsed_examples']} examples rehearsed")
         result = train.train(kb.llm, examples, cfg, name=name, taken=taken, progress=progress, partial=partial,
-                             mask=mask, density=masks.share(cfg, len(records)))
+                             mask=mask)
         seconds["train"] = result.seconds
         _save_adapter(kb.llm.model, name, folder)
     except BaseException:

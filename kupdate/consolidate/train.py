@@ -99,23 +99,18 @@ def adapter_params(model: Any, name: str) -> dict[str, Any]:
 
 def train(llm: Any, examples: Sequence[Any], cfg: Any, *, name: str, taken: dict[str, Any] | None,
           masked: bool = True, progress: bool = False, epochs: int | None = None,
-          partial: Any = None, mask: dict[str, Any] | None = None, density: float | None = None) -> TrainResult:
+          partial: Any = None, mask: dict[str, Any] | None = None) -> TrainResult:
     """Train adapter `name` (already attached) on `examples`; returns its mask and figures.
 
-    `density`: the share of entries the mask holds (default `cfg.density`; `masks.share` for a
-    domain's size). `mask`: train under this mask (an incremental round's, the serving version's)
-    instead of one chosen by a warm-up, grown by a warm-up up to `density` when smaller.
-    `partial` (a `resume.Partial`): the state is saved there after every pass, and a state found
-    there (a killed run's) is continued from instead of starting again."""
+    `mask`: train under this mask (an incremental round's, the serving version's) instead of one
+    chosen by a warm-up. `partial` (a `resume.Partial`): the state is saved there after every pass,
+    and a state found there (a killed run's) is continued from instead of starting again."""
     trainer = Trainer(llm, examples, cfg, name=name)
-    density = cfg.density if density is None else density
     state = partial.load("train") if partial is not None else None
     if state is not None:  # the saved mask (read onto the CPU), back where the entries are
         mask = state["mask"] and {n: m.to(trainer.params[n].device) for n, m in state["mask"].items()}
     elif mask is None and masked:
-        mask = masks_mod.select(trainer.importance(), density, taken)
-    elif mask is not None and masks_mod.short(mask, density):
-        mask = masks_mod.grow(mask, trainer.importance(), density, taken)
+        mask = masks_mod.select(trainer.importance(), cfg.density, taken)
     save = (lambda s: partial.save("train", s)) if partial is not None else None
     return trainer.run(mask, progress=progress, epochs=epochs, save=save, state=state)
 
