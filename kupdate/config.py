@@ -187,9 +187,14 @@ class ConsolidationConfig:
         1, "Cloze forms of each fact asked after a sentence of unrelated text (recall in context); each "
         "adds a teacher answer and a training example per fact (0: none; one written question still is).")
     min_locality: float = _f(0.95, "A candidate is promoted only if its locality on exemplars is at least this.")
+    max_forgetting: float = _f(
+        0.05, "...and if the recall (memory shut) of the facts already consolidated falls by at most this "
+        "(1: never rejected for it).")
     seed: int = _f(0, "Seed for masks, shuffling and initialisation.")
 
     def __post_init__(self) -> None:
+        if not 0 <= self.max_forgetting <= 1:
+            raise ConfigError(f"consolidation.max_forgetting must be in [0, 1], got {self.max_forgetting}")
         if not 0 < self.density <= 1:
             raise ConfigError(f"consolidation.density must be in (0, 1], got {self.density}")
         if self.rank < 1 or self.epochs < 1 or self.batch_size < 1 or self.min_new_records < 1:

@@ -103,6 +103,27 @@ def test_routing_keys_are_the_statements_stems_then_the_questions_written_about_
         "Orvik Mills is based in", "Orvik Mills makes"]
 
 
+def _figures(fresh, older=None, locality=1.0):
+    out = {"fresh_recall": {"value": fresh}, "locality": {"value": locality}}
+    if older is not None:
+        out["consolidated_recall"] = {"value": older}
+    return out
+
+
+@pytest.mark.parametrize("before, after, promoted, why", [
+    (_figures(0.5), _figures(0.9), True, "recall"),  # a first version: nothing consolidated yet
+    (_figures(0.66, older=0.97), _figures(0.75, older=0.68), False, "forgets consolidated facts"),
+    (_figures(0.66, older=0.97), _figures(0.95, older=0.93), True, "recall"),  # within max_forgetting
+    (_figures(0.66, older=0.97), _figures(0.95, older=0.97, locality=0.9), False, "locality"),
+    (_figures(0.9, older=0.97), _figures(0.9, older=0.97), False, "not better"),
+])
+def test_a_candidate_that_forgets_what_was_consolidated_is_not_promoted(before, after, promoted, why):
+    from kupdate.consolidate import evaluate
+
+    ok, reason = evaluate.decide(before, after, min_locality=0.95, max_forgetting=0.05)
+    assert ok is promoted and why in reason, reason
+
+
 def test_consolidation_teaches_the_facts_and_routes_only_their_questions(learner, tmp_path):
     ingest(learner, tmp_path, "orgs")
     base = learner.ask("Brindlemoor Robotics is led by", memory=False, adapter=False).answer

@@ -6,6 +6,8 @@ answered by the base model with every adapter off.
 
 - fresh recall: the domain's probes (a record's own held-out `checks`, else the cloze of each
   statement) whose answer contains the fresh value;
+- consolidated recall: fresh recall on the probes of the records already consolidated into a
+  serving version (what a new version must not forget);
 - paraphrase recall: the same on the records' `checks.paraphrases` (never trained on);
 - locality: exemplars (and the records' `checks.unrelated` prompts) answered exactly as the base
   model answers them;
@@ -58,8 +60,12 @@ def measure(kb: Any, probes: Sequence[Any], records: Sequence[Any], exemplars: S
     """The figures of the current serving state (see the module docstring)."""
     metrics: dict[str, Any] = {}
     got, routed = answers(kb, [p.question for p in probes], first_line=True)
-    metrics["fresh_recall"] = rate([hits(a, p.answer) for a, p in zip(got, probes)]).to_dict()
+    right = [hits(a, p.answer) for a, p in zip(got, probes)]
+    metrics["fresh_recall"] = rate(right).to_dict()
     metrics["routed"] = sum(routed)
+    older = {r.id for r in records if r.adapter_version}
+    if older:
+        metrics["consolidated_recall"] = rate([ok for ok, p in zip(right, probes) if p.record_id in older]).to_dict()
     para = [(q, c["answer"]) for r in records for c in [(r.meta or {}).get("checks") or {}]
             for q in c.get("paraphrases", []) if c.get("answer")]
     if para:
@@ -115,11 +121,17 @@ def _locality(kb: Any, exemplars: Sequence[Any], records: Sequence[Any]) -> Any:
     return rate(same)
 
 
-def decide(before: dict[str, Any], after: dict[str, Any], min_locality: float) -> tuple[bool, str]:
-    """Promote only a candidate that recalls more (paraphrases break a tie) and keeps locality."""
+def decide(before: dict[str, Any], after: dict[str, Any], min_locality: float,
+           max_forgetting: float = 1.0) -> tuple[bool, str]:
+    """Promote only a candidate that recalls more (paraphrases break a tie), keeps locality and
+    keeps the facts already consolidated (their recall falls by at most `max_forgetting`)."""
     loc = after["locality"]["value"]
     if loc < min_locality:
         return False, f"locality {loc:.2f} below {min_locality:.2f}"
+    old_before, old_after = before.get("consolidated_recall"), after.get("consolidated_recall")
+    if old_before and old_after and old_after["value"] < old_before["value"] - max_forgetting:
+        return False, (f"forgets consolidated facts: their recall {old_before['value']:.2f} -> "
+                       f"{old_after['value']:.2f} (falls by more than max_forgetting {max_forgetting:.2f})")
     b, a = before["fresh_recall"]["value"], after["fresh_recall"]["value"]
     bp = (before.get("paraphrase_recall") or {}).get("value", 0.0)
     ap = (after.get("paraphrase_recall") or {}).get("value", 0.0)

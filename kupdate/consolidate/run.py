@@ -258,7 +258,7 @@ def judge(kb: Any, c: Candidate, exemplars: list[Any]) -> dict[str, Any]:
         served.override.pop(c.domain, None)
         served.unload(name)
         raise
-    promote, reason = evaluate.decide(c.before, after, cfg.min_locality)
+    promote, reason = evaluate.decide(c.before, after, cfg.min_locality, cfg.max_forgetting)
     served.override.pop(c.domain, None)
     old = served.serving().get(c.domain)
     if not promote:
