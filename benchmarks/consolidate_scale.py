@@ -12,7 +12,9 @@ each later round continuing the serving version on its new records with older on
 (incremental rounds; `--set incremental=false` retrains every fact so far each round). After each
 round, with the memory shut (the adapter as served): fresh recall on every fact so far (`prompt`),
 paraphrase recall (`rephrase_prompt`), locality (exemplars and `locality_prompt`s) from the
-consolidation's report, and the recall of round 1's facts.
+consolidation's report (with how many paraphrases were routed to the adapter and the share of
+entries its mask holds), and the recall of round 1's facts; after the last round, paraphrase recall
+with the adapter forced on for every paraphrase (what routing can reach at most).
 Forgetting = round 1's recall at the end minus right after round 1.
 
 Settings (each on its own copy of one freshly made KB, so all share the exemplars):
