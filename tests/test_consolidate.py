@@ -7,6 +7,7 @@ high learning rate; the real default model is exercised in test_integration.py.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -168,6 +169,7 @@ def test_an_adapter_routes_by_its_own_threshold_which_more_memory_does_not_move(
     for e, v in zip(exemplars, vecs):
         if e in changed:
             assert learner.adapters.scores(e.text, v, [router])[0] < routing["threshold"], e.text
+            assert learner.adapters.route(e.text, v) == [], e.text
     learner.store.set_meta(CALIBRATION_KEY, {"threshold": 0.99, "n_knowledge": learner.store.count("knowledge")})
     assert learner.threshold() == 0.99
     a = learner.ask("Brindlemoor Robotics is led by", memory=False)
@@ -643,3 +645,41 @@ def test_a_step_split_to_fit_its_token_budget_makes_the_same_update_as_one_pass(
     assert any(not torch.equal(one[n], start[n]) for n in one)  # the step moved the adapter
     assert all(torch.allclose(split[n], one[n], atol=1e-5, rtol=1e-4) for n in one)
     learner.adapters.unload("budget")
+
+
+def test_routing_sweep_replays_the_calibrated_threshold_and_each_rule_on_the_served_adapter(learner, tmp_path):
+    """benchmarks/routing_sweep.py answers every question forced on and off once, then scores rules:
+    at the shipped threshold it must agree with serving (the exemplars calibration kept shut stay
+    kept), a higher threshold never routes more, and per-key limits shut out every exemplar the
+    adapter harms."""
+    import importlib.util
+
+    from conftest import ROOT
+
+    notes = [("Brindlemoor Robotics is led by", "Renzo Halbrook", "Who leads Brindlemoor Robotics?"),
+             ("Veltrane Dynamics is based in", "Lisbon", "Where is Veltrane Dynamics based?")]
+    path = write(tmp_path / "orgs.jsonl", "".join(
+        json.dumps({"text": f"{q} {a}.", "domain": "orgs", "checks": {
+            "question": q, "answer": a, "paraphrases": [p], "unrelated": ["What is 7 times 8?"]}}) + "\n"
+        for q, a, p in notes))
+    learner.ingest([path])
+    [report] = learner.consolidate("orgs").reports
+    assert report["status"] == "promoted", report["decision"]
+    spec = importlib.util.spec_from_file_location("routing_sweep", ROOT / "benchmarks" / "routing_sweep.py")
+    sweep = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = sweep  # its dataclasses look their module up there
+    spec.loader.exec_module(sweep)
+    out = tmp_path / "sweep"
+    assert sweep.main(["--kb", str(learner.path), "--domain", "orgs", "--out", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["counts"] == {"paraphrase": 2, "fresh": 2, "exemplar": sum((e.meta or {}).get("base_answer") is not None
+                                                                      for e in learner.exemplars()), "unrelated": 2}
+    rules = results["rules"]
+    shipped = rules["calibrated (as shipped)"]
+    assert shipped["threshold"] == report["routing"]["threshold"]
+    assert shipped["exemplar"] == 1.0 and rules["per-key"]["exemplar"] == 1.0
+    assert shipped["fresh"] == report["metrics"]["after"]["fresh_recall"]["value"]
+    for kind in ("fresh", "paraphrase", "exemplar", "unrelated"):
+        routed = [r[f"{kind}_routed"] for name, r in rules.items() if name.startswith("fixed")]
+        assert routed == sorted(routed, reverse=True), kind  # a higher threshold never routes more
+    assert (out / "table.md").read_text().startswith("| rule |") and (out / "routing_sweep.png").stat().st_size > 0

@@ -2,9 +2,9 @@
 question to the adapters it concerns, and answer with exactly those active.
 
 Routing is the gate's rule applied to an adapter's keys: what each statement it was trained on is
-about, without the value it gives (`kupdate.consolidate.dataset.asked`), kept beside it with their
-embeddings. A question whose best key scores at least the adapter's own
-threshold activates the adapter; any other question is answered by the base model with every
+about, without the value it gives (`kupdate.consolidate.dataset.asked`), and the questions the
+model wrote about its subjects, kept beside it with their embeddings. A question whose best key
+scores at least the adapter's own threshold activates the adapter; any other question is answered by the base model with every
 adapter off, so unrelated answers stay exactly as they were. The threshold is calibrated when the
 adapter is made, on the exemplars against its keys (`kupdate.consolidate.evaluate.route_threshold`),
 so it does not move when the memory grows (docs/consolidation.md, "Routing"). Masks are disjoint,
@@ -121,6 +121,11 @@ class Adapters:
 
     def scores(self, question: str, qvec: np.ndarray, routers: Sequence[Router]) -> list[float]:
         """`question`'s best key relevance for each of `routers` (the gate's rule)."""
+        return [max([0.0] + [s for _, s in c]) for c in self.key_scores(question, qvec, routers)]
+
+    def key_scores(self, question: str, qvec: np.ndarray, routers: Sequence[Router]) -> list[list[tuple[int, float]]]:
+        """For each of `routers`, the keys `question` is scored against in full (the
+        `ROUTE_CANDIDATES` nearest by dense similarity) as (key index, relevance)."""
         if not routers:
             return []
         query = Query.for_store(question, self.kb.store, self.kb.language)
@@ -129,11 +134,9 @@ class Adapters:
         for r in routers:
             dense = r.keys @ qvec
             focus = r.keys @ fvec if fvec is not None else dense
-            best = 0.0
-            for i in np.argsort(-np.maximum(dense, focus))[:ROUTE_CANDIDATES]:
-                best = max(best, relevance(query, r.texts[i], float(dense[i]), self.kb.config.gate,
+            out.append([(int(i), relevance(query, r.texts[i], float(dense[i]), self.kb.config.gate,
                                            focus_dense=float(focus[i])).score)
-            out.append(best)
+                        for i in np.argsort(-np.maximum(dense, focus))[:ROUTE_CANDIDATES]])
         return out
 
     def threshold(self, router: Router) -> float:
