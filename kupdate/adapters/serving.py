@@ -4,8 +4,9 @@ question to the adapters it concerns, and answer with exactly those active.
 Routing is the gate's rule applied to an adapter's keys: what each statement it was trained on is
 about, without the value it gives (`kupdate.consolidate.dataset.asked`), and the questions the
 model wrote about its subjects, kept beside it with their embeddings. A question whose best key
-scores at least the adapter's own threshold activates the adapter; any other question is answered by the base model with every
-adapter off, so unrelated answers stay exactly as they were. The threshold is calibrated when the
+scores at least the adapter's own threshold activates the adapter; any other question is answered
+by the base model with every adapter off, so unrelated answers stay exactly as they were. The
+threshold is calibrated when the
 adapter is made, on the exemplars against its keys (`kupdate.consolidate.evaluate.route_threshold`),
 so it does not move when the memory grows (docs/consolidation.md, "Routing"). Masks are disjoint,
 so several adapters can be active together (peft adds their outputs).
