@@ -6,10 +6,10 @@ about, without the value it gives (`kupdate.consolidate.dataset.asked`), and the
 model wrote about its subjects, kept beside it with their embeddings. A question whose best key
 scores at least the adapter's own threshold activates the adapter; any other question is answered
 by the base model with every adapter off, so unrelated answers stay exactly as they were. The
-threshold is calibrated when the
-adapter is made, on the exemplars against its keys (`kupdate.consolidate.evaluate.route_threshold`),
-so it does not move when the memory grows (docs/consolidation.md, "Routing"). Masks are disjoint,
-so several adapters can be active together (peft adds their outputs).
+threshold is calibrated when the adapter is made, on the exemplars against its keys
+(`kupdate.consolidate.evaluate.route_threshold`), so it does not move when the memory grows
+(docs/consolidation.md, "Routing"). Masks are disjoint, so several adapters can be active together
+(peft adds their outputs).
 """
 
 from __future__ import annotations
