@@ -250,6 +250,10 @@ def test_if_due_obeys_the_policy(learner, tmp_path):
 def test_rollback_serves_the_previous_version_and_marks_records_pending(learner, tmp_path):
     first, second = FACTS["orgs"]
     learner.config.consolidation.epochs = 80  # two facts in one go need a little longer
+    # Each version trained on every record from a fresh adapter: what is under test is the rollback,
+    # and the tiny model learning one new fact on top of a continued adapter varies with the
+    # library versions installed.
+    learner.config.consolidation.incremental = False
     learner.ingest([write(tmp_path / "a.jsonl", json.dumps({"text": first, "domain": "orgs"}) + "\n")])
     [v1] = learner.consolidate("orgs").reports
     learner.ingest([write(tmp_path / "b.jsonl", json.dumps({"text": second, "domain": "orgs"}) + "\n")])
